@@ -1,0 +1,1 @@
+"""The harness library: model, data, tracks, optimizer contract, records and statistics."""

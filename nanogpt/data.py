@@ -1,0 +1,140 @@
+"""Token shards (the modded-nanogpt / llm.c format) and the batches drawn from them.
+
+A shard is a header of 256 int32 (magic 20240520, version 1, token count, zeros) followed by the
+tokens as uint16. Byte-level and GPT-2 tokenized data share this format and this reader.
+
+Batches are windows at random offsets drawn from a generator seeded by the run's seed, so the
+seed fixes the data order, and the global batch of a step is the same whatever the number of
+processes: each rank takes its slice, and accumulation micro-steps take sub-slices of that.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nanogpt.errors import UserError
+
+MAGIC = 20240520
+VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+
+
+def write_shard(path: str | Path, tokens: np.ndarray) -> None:
+    """Write tokens (values < 65536) atomically: a reader never sees half a shard."""
+    tokens = np.asarray(tokens)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= 2**16):
+        raise ValueError("shard tokens must fit in uint16")
+    header = np.zeros(HEADER_INTS, dtype=np.int32)
+    header[:3] = (MAGIC, VERSION, tokens.size)
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(header.tobytes())
+        f.write(tokens.astype(np.uint16).tobytes())
+    os.replace(tmp, path)
+
+
+def shard_token_count(path: str | Path) -> int:
+    """Validate a shard's header and size; return its token count or raise a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"shard {path} is missing; prepare the track's data (see README, 'Data')")
+    size = path.stat().st_size
+    if size < HEADER_BYTES:
+        raise UserError(f"shard {path} is corrupt: {size} bytes, shorter than the {HEADER_BYTES}-byte header; delete and regenerate it")
+    header = np.fromfile(path, dtype=np.int32, count=HEADER_INTS)
+    if header[0] != MAGIC:
+        raise UserError(f"shard {path} is corrupt: magic number {header[0]} != {MAGIC}; not a token shard, regenerate it")
+    if header[1] != VERSION:
+        raise UserError(f"shard {path} has unsupported version {header[1]} (expected {VERSION}); regenerate it")
+    count = int(header[2])
+    expected = HEADER_BYTES + 2 * count
+    if size != expected:
+        raise UserError(
+            f"shard {path} is corrupt: header says {count} tokens ({expected} bytes) but the file has {size} bytes; "
+            "the download or write was cut short, regenerate it"
+        )
+    return count
+
+
+def open_shard(path: str | Path) -> np.ndarray:
+    count = shard_token_count(path)
+    return np.memmap(path, dtype=np.uint16, mode="r", offset=HEADER_BYTES, shape=(count,))
+
+
+def find_shards(pattern: str) -> list[str]:
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise UserError(f"no shards match {pattern}; prepare the track's data first (see README, 'Data')")
+    return files
+
+
+class TokenStream:
+    """All shards of one split, read through memory maps."""
+
+    def __init__(self, pattern: str):
+        self.files = find_shards(pattern)
+        self.shards = [open_shard(f) for f in self.files]
+        self.sizes = np.array([len(s) for s in self.shards], dtype=np.int64)
+
+    def first_tokens(self, n: int) -> np.ndarray:
+        """The first n tokens across shards, in order (the fixed validation set)."""
+        if n > self.sizes.sum():
+            raise UserError(f"validation needs {n} tokens but {self.files[0]}... hold only {int(self.sizes.sum())}")
+        parts, left = [], n
+        for shard in self.shards:
+            take = min(left, len(shard))
+            parts.append(np.asarray(shard[:take]))
+            left -= take
+            if left == 0:
+                break
+        return np.concatenate(parts)
+
+
+class BatchSampler:
+    """Seeded random windows of seq_len + 1 tokens; same global batch for any world size."""
+
+    def __init__(self, stream: TokenStream, seq_len: int, batch_size: int, seed: int):
+        usable = stream.sizes - (seq_len + 1)
+        if (usable <= 0).all():
+            raise UserError(f"shards {stream.files[0]}... are shorter than one sequence of {seq_len + 1} tokens")
+        self.stream, self.seq_len, self.batch_size = stream, seq_len, batch_size
+        self.weights = np.clip(usable, 0, None) / np.clip(usable, 0, None).sum()
+        self.seed = seed
+        self.reset()
+
+    def reset(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def next_global_batch(self) -> np.ndarray:
+        """(batch_size, seq_len + 1) int64 windows for the whole step, identical on every rank."""
+        shard_ids = self.rng.choice(len(self.stream.shards), size=self.batch_size, p=self.weights)
+        out = np.empty((self.batch_size, self.seq_len + 1), dtype=np.int64)
+        for i, s in enumerate(shard_ids):
+            start = self.rng.integers(0, self.stream.sizes[s] - self.seq_len - 1 + 1)
+            out[i] = self.stream.shards[s][start : start + self.seq_len + 1]
+        return out
+
+
+def micro_batches(global_batch: np.ndarray, rank: int, world_size: int, micro_batch_size: int, device: str):
+    """Split a global batch into this rank's (inputs, targets) micro-batches."""
+    per_rank = len(global_batch) // world_size
+    mine = global_batch[rank * per_rank : (rank + 1) * per_rank]
+    for i in range(0, per_rank, micro_batch_size):
+        chunk = torch.from_numpy(mine[i : i + micro_batch_size]).to(device, non_blocking=True)
+        yield chunk[:, :-1], chunk[:, 1:]
+
+
+def validation_sequences(stream: TokenStream, n_tokens: int, seq_len: int) -> torch.Tensor:
+    """The track's fixed validation set as (n_seq, seq_len + 1) windows that overlap by one token,
+    so that every one of the first n_tokens tokens after the first is predicted exactly once."""
+    n_seq = n_tokens // seq_len
+    tokens = stream.first_tokens(n_seq * seq_len + 1).astype(np.int64)
+    idx = np.arange(n_seq)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
+    return torch.from_numpy(tokens[idx])

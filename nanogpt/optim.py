@@ -1,0 +1,172 @@
+"""The optimizer contract (AlgoPerf-style: a narrow API, everything else frozen).
+
+An optimizer module (a name in optimizers/ or a path to a .py file) defines
+
+    DEFAULTS: dict            every hyperparameter with its default (its type is the --set type)
+    TRACK_DEFAULTS: dict      optional, {track name: {key: tuned value}}
+    build(params, hp, model) -> list[torch.optim.Optimizer]
+        params: {role: [Parameter, ...]} for the roles matrix / embed / head / scalar
+        hp: the resolved hyperparameters (DEFAULTS < TRACK_DEFAULTS[track] < --set)
+        model: the (uncompiled) GPT, for optimizers that need its structure (Newton-Muon)
+
+and optionally, on the optimizer objects it returns, `before_forward(step) -> bool`: called
+before each step's forward passes; returning True asks the harness to run that step eagerly
+(uncompiled) so forward hooks fire. The harness applies the learning-rate schedule by scaling
+every group's `initial_lr`, and checks that each trainable parameter is handled exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+import optimizers
+from nanogpt.errors import UserError
+from nanogpt.model import ROLES
+from nanogpt.schedule import SCHEDULE_KEYS
+from nanogpt.tracks import Track
+
+
+@dataclass
+class OptimizerSpec:
+    name: str
+    module: ModuleType
+    source: str
+    path: Path
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()
+
+
+def load_optimizer(spec: str) -> OptimizerSpec:
+    """Load a shipped optimizer by name, or any module by path to a .py file."""
+    if spec.endswith(".py") or "/" in spec:
+        path = Path(spec).resolve()
+        if not path.is_file():
+            raise UserError(f"optimizer file {spec} does not exist")
+        name = path.stem
+        try:
+            mod_spec = importlib.util.spec_from_file_location(f"user_optimizer_{name}", path)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        except Exception as e:  # any import-time failure of user code is the user's to fix
+            raise UserError(f"optimizer file {spec} failed to import: {type(e).__name__}: {e}") from e
+    else:
+        if spec not in optimizers.available():
+            raise UserError(f"unknown optimizer {spec!r}; valid: {', '.join(optimizers.available())} (or a path to a .py file)")
+        name = spec
+        module = importlib.import_module(f"optimizers.{spec}")
+        path = Path(module.__file__)
+    check_module(module, spec)
+    return OptimizerSpec(name=name, module=module, source=path.read_text(), path=path)
+
+
+def check_module(module: ModuleType, spec: str) -> None:
+    if not isinstance(getattr(module, "DEFAULTS", None), dict):
+        raise UserError(f"optimizer {spec} breaks the contract: it must define DEFAULTS, a dict of hyperparameters")
+    if not callable(getattr(module, "build", None)):
+        raise UserError(f"optimizer {spec} breaks the contract: it must define build(params, hp, model)")
+    for key, value in module.DEFAULTS.items():
+        if not isinstance(value, (bool, int, float, str)):
+            raise UserError(f"optimizer {spec} breaks the contract: default {key}={value!r} is not a bool, int, float or str")
+
+
+def default_hparams(opt: OptimizerSpec, track: Track) -> dict:
+    hp = dict(track.schedule)
+    hp.update(opt.module.DEFAULTS)
+    hp.update(getattr(opt.module, "TRACK_DEFAULTS", {}).get(track.name, {}))
+    return hp
+
+
+def parse_value(key: str, text: str, default):
+    kind = type(default).__name__
+    if isinstance(default, bool):
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise UserError(f"--set {key}={text}: expected a bool (true/false)")
+    try:
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise UserError(f"--set {key}={text}: expected {kind} (default {default!r})") from None
+    return text
+
+
+def apply_overrides(hp: dict, items: list[str]) -> dict:
+    """Apply `--set KEY=VALUE` items, type-checked against the defaults."""
+    hp = dict(hp)
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=0.03")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key not in hp:
+            valid = ", ".join(f"{k}:{type(v).__name__}" for k, v in sorted(hp.items()))
+            raise UserError(f"--set {key}: unknown hyperparameter; valid keys: {valid}")
+        hp[key] = parse_value(key, text.strip(), hp[key])
+    for key in SCHEDULE_KEYS:
+        if not 0.0 <= hp[key] <= 1.0:
+            raise UserError(f"{key}={hp[key]} must lie in [0, 1]")
+    if hp["warmup_frac"] + hp["cooldown_frac"] > 1.0:
+        raise UserError("warmup_frac + cooldown_frac must not exceed 1")
+    return hp
+
+
+def params_by_role(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+    roles = model.param_roles()
+    groups = {role: [] for role in ROLES}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups[roles[name]].append(p)
+    return groups
+
+
+def build_optimizers(opt: OptimizerSpec, model: torch.nn.Module, hp: dict) -> list[torch.optim.Optimizer]:
+    """Build the module's optimizers and check that every trainable parameter is handled exactly once."""
+    try:
+        built = opt.module.build(params_by_role(model), hp, model)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"optimizer {opt.name}: build() failed: {type(e).__name__}: {e}") from e
+    if isinstance(built, torch.optim.Optimizer):
+        built = [built]
+    if not built or not all(isinstance(o, torch.optim.Optimizer) for o in built):
+        raise UserError(f"optimizer {opt.name} breaks the contract: build() must return a list of torch.optim.Optimizer")
+    seen: dict[int, int] = {}
+    for o in built:
+        for group in o.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            for p in group["params"]:
+                seen[id(p)] = seen.get(id(p), 0) + 1
+    names = {id(p): n for n, p in model.named_parameters() if p.requires_grad}
+    missing = [names[i] for i in names if i not in seen]
+    twice = [names[i] for i, c in seen.items() if c > 1 and i in names]
+    foreign = [i for i in seen if i not in names]
+    if missing or twice or foreign:
+        parts = []
+        if missing:
+            parts.append(f"not handled: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if twice:
+            parts.append(f"handled more than once: {', '.join(twice[:5])}")
+        if foreign:
+            parts.append(f"{len(foreign)} tensors that are not model parameters")
+        raise UserError(f"optimizer {opt.name} breaks the contract: every trainable parameter must be handled exactly once ({'; '.join(parts)})")
+    return built
+
+
+def hparams_json(hp: dict) -> str:
+    return json.dumps(hp, sort_keys=True)
