@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter (repeatable)")
     p.add_argument("--records-dir", default=str(ROOT / "records"), help="records table and logs (default: records/)")
     p.add_argument("--list", action="store_true", help="list tracks and optimizers with their defaults")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (debugging, tests; slower than the track's timing)")
     p.add_argument("--quiet", action="store_true", help="no progress lines and no leaderboard")
     return p.parse_args(argv)
 
@@ -125,6 +126,8 @@ def train(args: argparse.Namespace) -> int:
         if args.steps < 1:
             raise UserError(f"--steps {args.steps}: must be a positive number of steps")
         track = track.with_overrides(steps=args.steps)
+    if args.no_compile:
+        track = track.with_overrides(compile=False)
     opt_spec = load_optimizer(args.optimizer)
     hp = apply_overrides(default_hparams(opt_spec, track), args.set)
     ctx = distributed.init(track.device)

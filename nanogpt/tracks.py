@@ -85,6 +85,7 @@ TRACKS: dict[str, Track] = {
         val_tokens=65536,
         target=1.60,
         schedule={"warmup_frac": 0.0, "cooldown_frac": 0.4, "final_lr_mult": 0.0},
+        compile=True,  # inductor on CPU: ~20 % faster steps for ~30 s of untimed warmup
     ),
 }
 
