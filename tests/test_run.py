@@ -1,0 +1,119 @@
+"""run.py end to end: a short run writes a log and a row; bad input fails in one line; a
+diverging or interrupted run is recorded as such and loses nothing."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import run
+from nanogpt import tracks
+from nanogpt.data import write_shard
+from nanogpt.records import read_table
+
+SHORT = ["--no-compile", "--steps", "6", "--quiet"]
+
+
+def test_short_run_records_a_row_and_a_log(tmp_path):
+    assert run.main([*SHORT, "--records-dir", str(tmp_path), "--seed", "3"]) == 0
+    df = read_table(tmp_path)
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert (row.track, row.optimizer, row.seed, row.status, row.steps) == ("tiny-cpu", "muon", 3, "ok", 6)
+    assert row.tokens == 6 * tracks.get_track("tiny-cpu").tokens_per_step
+    log = (tmp_path / row.log).read_text()
+    assert "==== optimizer muon.py ====" in log and "==== run.py ====" in log
+    training = log.split("==== training ====")[1].split("==== result ====")[0]
+    val_lines = [line for line in training.splitlines() if "val_loss:" in line]
+    assert val_lines[0].startswith("step:0/6 val_loss:5.5") and val_lines[-1].startswith("step:6/6 val_loss:")
+    assert float(val_lines[-1].split("val_loss:")[1].split()[0]) == pytest.approx(row.final_val_loss, abs=1e-4)
+    assert row.final_val_loss < 5.0  # it learned something in 6 steps
+
+
+def test_seed_determines_the_run(tmp_path):
+    for seed in (1, 1, 2):
+        assert run.main([*SHORT, "--records-dir", str(tmp_path), "--seed", str(seed), "--optimizer", "adamw"]) == 0
+    losses = read_table(tmp_path)["final_val_loss"].tolist()
+    assert losses[0] == losses[1] != losses[2]
+
+
+def test_reaching_the_target_is_recorded(tmp_path, monkeypatch):
+    easy = tracks.TRACKS["tiny-cpu"].with_overrides(target=5.0, eval_every=2)
+    monkeypatch.setitem(tracks.TRACKS, "tiny-cpu", easy)
+    assert run.main([*SHORT, "--records-dir", str(tmp_path)]) == 0
+    row = read_table(tmp_path).iloc[0]
+    assert row.reached_target and row.steps_to_target == 2
+    assert row.tokens_to_target == 2 * easy.tokens_per_step
+    assert 0 < row.time_to_target_s < row.train_time_s
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--track", "nope"], "unknown track 'nope'; valid tracks: .*tiny-cpu"),
+        (["--optimizer", "nope"], "unknown optimizer 'nope'; valid:"),
+        (["--set", "lrr=1"], "unknown hyperparameter"),
+        (["--set", "lr=abc"], "expected float"),
+        (["--steps", "0"], "must be a positive"),
+        (["--optimizer", "missing_file.py"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, args, message):
+    assert run.main([*SHORT, "--records-dir", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert __import__("re").search(message, err)
+    assert not (tmp_path / "records.csv").exists()
+
+
+def test_corrupt_shard_names_the_file(tmp_path, monkeypatch, capsys):
+    write_shard(tmp_path / "t_000.bin", np.arange(5000) % 200)
+    (tmp_path / "t_000.bin").write_bytes((tmp_path / "t_000.bin").read_bytes()[:-7])
+    broken = tracks.TRACKS["tiny-cpu"].with_overrides(train_files=str(tmp_path / "t_*.bin"))
+    monkeypatch.setitem(tracks.TRACKS, "tiny-cpu", broken)
+    assert run.main([*SHORT, "--records-dir", str(tmp_path)]) == 2
+    assert "t_000.bin is corrupt" in capsys.readouterr().err
+
+
+def test_malformed_records_table_names_the_line(tmp_path, capsys):
+    assert run.main([*SHORT, "--records-dir", str(tmp_path)]) == 0
+    with open(tmp_path / "records.csv", "a") as f:
+        f.write("only,three,fields\n")
+    assert run.main(["--no-compile", "--steps", "2", "--records-dir", str(tmp_path)]) == 2
+    assert "records.csv:3: malformed row" in capsys.readouterr().err
+    assert len((tmp_path / "records.csv").read_text().splitlines()) == 4  # the new row was still appended
+
+
+def test_divergence_stops_and_is_recorded(tmp_path, capsys):
+    code = run.main([*SHORT, "--records-dir", str(tmp_path), "--optimizer", "sgd", "--set", "lr=1e6", "--set", "embed_lr=1e6"])
+    assert code == 1
+    assert "diverged" in capsys.readouterr().err
+    row = read_table(tmp_path).iloc[0]
+    assert row.status == "diverged" and row.steps < 6 and not row.reached_target
+
+
+def test_list_shows_tracks_and_optimizers(capsys):
+    assert run.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-cpu" in out and "muon: " in out and "lr=" in out
+
+
+def test_ctrl_c_records_interrupted(tmp_path, root):
+    """SIGINT after the first progress line: the run stops, records 'interrupted', exits 130."""
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "--no-compile", "--steps", "400", "--records-dir", str(tmp_path)],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    for line in proc.stdout:
+        if line.startswith("  step "):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    row = read_table(tmp_path).iloc[0]
+    assert row.status == "interrupted" and 0 < row.steps < 400
+    assert "==== result ====" in (tmp_path / row.log).read_text()
