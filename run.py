@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from nanogpt import distributed
+from nanogpt.checkpoint import checkpoint_path, save_checkpoint
 from nanogpt.data import BatchSampler, TokenStream, micro_batches, validation_sequences
 from nanogpt.errors import UserError
 from nanogpt.leaderboard import leaderboard, to_markdown
@@ -47,19 +48,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--track", default="tiny-cpu", help="workload (default: tiny-cpu); see --list")
     p.add_argument("--optimizer", default="muon", help="shipped optimizer name or path to a .py module")
     p.add_argument("--seed", type=int, default=0, help="controls initialisation and data order")
-    p.add_argument("--steps", type=int, default=None, help="schedule length (default: the track's)")
+    p.add_argument("--steps", type=int, default=None, help="schedule length, same as --set steps=N (default: the track's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter (repeatable)")
     p.add_argument("--records-dir", default=str(ROOT / "records"), help="records table and logs (default: records/)")
     p.add_argument("--list", action="store_true", help="list tracks and optimizers with their defaults")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile (debugging, tests; slower than the track's timing)")
     p.add_argument("--quiet", action="store_true", help="no progress lines and no leaderboard")
+    p.add_argument("--save-checkpoint", action="store_true",
+                   help="save the final model and its configuration next to the log (records/logs/<run_id>.pt)")
     return p.parse_args(argv)
 
 
 def list_everything(track_name: str) -> None:
     print("tracks:")
     for t in TRACKS.values():
-        print(f"  {t.name:16s} target {t.target:<6} {t.steps:>6} steps  {t.hardware:10s} {t.description}")
+        print(f"  {t.name:16s} target {t.target:<6} {t.steps:>6} steps (budget {t.max_steps})  {t.hardware:10s} {t.description}")
     track = get_track(track_name)
     print(f"\noptimizers (hyperparameters for track {track.name}; override with --set KEY=VALUE):")
     for name in optimizers.available():
@@ -122,14 +125,12 @@ def main(argv: list[str] | None = None) -> int:
 def train(args: argparse.Namespace) -> int:
     # ---- configuration -------------------------------------------------------------------------
     track = get_track(args.track)
-    if args.steps is not None:
-        if args.steps < 1:
-            raise UserError(f"--steps {args.steps}: must be a positive number of steps")
-        track = track.with_overrides(steps=args.steps)
     if args.no_compile:
         track = track.with_overrides(compile=False)
     opt_spec = load_optimizer(args.optimizer)
-    hp = apply_overrides(default_hparams(opt_spec, track), args.set)
+    steps_flag = [] if args.steps is None else [f"steps={args.steps}"]
+    hp = apply_overrides(default_hparams(opt_spec, track), args.set + steps_flag, track.max_steps)
+    track = track.with_overrides(steps=hp["steps"])
     ctx = distributed.init(track.device)
     if track.device == "cuda" and not torch.cuda.is_available():
         raise UserError(f"track {track.name} runs on GPUs but no CUDA device is available; use --track tiny-cpu")
@@ -242,6 +243,10 @@ def train(args: argparse.Namespace) -> int:
             clock.stop()
 
     # ---- record -----------------------------------------------------------------------------------
+    checkpoint = None
+    if args.save_checkpoint and status == "ok" and ctx.is_main:  # after the clock stopped; rank 0 holds the full model
+        checkpoint = save_checkpoint(checkpoint_path(args.records_dir, run_id), model, track=track, run_id=run_id,
+                                     optimizer=opt_spec.name, hparams=hp, seed=args.seed, steps=steps_done, val_loss=evals[-1][1])
     reached = [(s, t) for s, v, t in evals if v <= track.target]
     step_to, time_to = reached[0] if reached else (None, None)
     flops_per_token = model.flops_per_token(track.seq_len)
@@ -259,6 +264,7 @@ def train(args: argparse.Namespace) -> int:
         "peak_mem_mb": round(peak_memory_mb(ctx.device), 1), "code_sha256": opt_spec.sha256,
         "harness_sha256": config["harness_sha256"], "torch_version": torch.__version__, "schema_version": 1,
         "log": os.path.relpath(log_path, args.records_dir),
+        "checkpoint": None if checkpoint is None else os.path.relpath(checkpoint, args.records_dir),
     }
     if not ctx.is_main:
         return 0 if status == "ok" else 1

@@ -80,7 +80,9 @@ def check_module(module: ModuleType, spec: str) -> None:
 
 
 def default_hparams(opt: OptimizerSpec, track: Track) -> dict:
-    hp = dict(track.schedule)
+    """Schedule length and shape from the track, then the module's defaults, then its tuned values
+    for this track. The schedule is part of the submission: a slower optimizer may run longer."""
+    hp = {"steps": track.steps, **track.schedule}
     hp.update(opt.module.DEFAULTS)
     hp.update(getattr(opt.module, "TRACK_DEFAULTS", {}).get(track.name, {}))
     return hp
@@ -105,7 +107,7 @@ def parse_value(key: str, text: str, default):
     return text
 
 
-def apply_overrides(hp: dict, items: list[str]) -> dict:
+def apply_overrides(hp: dict, items: list[str], max_steps: int | None = None) -> dict:
     """Apply `--set KEY=VALUE` items, type-checked against the defaults."""
     hp = dict(hp)
     for item in items:
@@ -117,6 +119,8 @@ def apply_overrides(hp: dict, items: list[str]) -> dict:
             valid = ", ".join(f"{k}:{type(v).__name__}" for k, v in sorted(hp.items()))
             raise UserError(f"--set {key}: unknown hyperparameter; valid keys: {valid}")
         hp[key] = parse_value(key, text.strip(), hp[key])
+    if hp["steps"] < 1 or (max_steps is not None and hp["steps"] > max_steps):
+        raise UserError(f"steps={hp['steps']}: must be a positive number of steps, at most the track's budget of {max_steps}")
     for key in SCHEDULE_KEYS:
         if not 0.0 <= hp[key] <= 1.0:
             raise UserError(f"{key}={hp[key]} must lie in [0, 1]")

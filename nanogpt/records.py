@@ -23,7 +23,7 @@ COLUMNS = [
     "run_id", "date", "track", "hardware", "optimizer", "hparams", "seed", "world_size", "device", "status",
     "steps", "tokens", "train_time_s", "final_val_loss", "target", "reached_target", "time_to_target_s",
     "steps_to_target", "tokens_to_target", "flops_to_target", "step_time_ms", "opt_step_share", "peak_mem_mb",
-    "code_sha256", "harness_sha256", "torch_version", "schema_version", "log",
+    "code_sha256", "harness_sha256", "torch_version", "schema_version", "log", "checkpoint",
 ]
 STATUSES = ("ok", "diverged", "interrupted")
 NUMERIC = ["seed", "world_size", "steps", "tokens", "train_time_s", "final_val_loss", "target", "time_to_target_s",

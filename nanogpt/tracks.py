@@ -41,7 +41,8 @@ class Track:
     seq_len: int
     batch_size: int  # global sequences per optimizer step
     micro_batch_size: int  # sequences per process per forward/backward (accumulation fills the rest)
-    steps: int  # schedule length (overridable with --steps)
+    steps: int  # default schedule length; submissions may choose their own (--steps) up to max_steps
+    max_steps: int  # the step budget of the track
     eval_every: int  # fixed evaluation cadence in steps (plus the last step)
     val_tokens: int  # evaluated on the first val_tokens tokens of the validation split
     target: float  # target validation loss
@@ -81,6 +82,7 @@ TRACKS: dict[str, Track] = {
         batch_size=16,
         micro_batch_size=16,
         steps=400,
+        max_steps=1200,
         eval_every=25,
         val_tokens=65536,
         target=1.60,
