@@ -23,12 +23,12 @@ import os
 import platform
 import resource
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import torch
 
+import optimizers
 from nanogpt import distributed
 from nanogpt.checkpoint import checkpoint_path, save_checkpoint
 from nanogpt.data import BatchSampler, TokenStream, micro_batches, validation_sequences
@@ -40,7 +40,6 @@ from nanogpt.records import RunLog, append_row, read_table
 from nanogpt.schedule import lr_multiplier, set_lr
 from nanogpt.timing import RegionTimer, TrainClock
 from nanogpt.tracks import ROOT, TRACKS, get_track
-import optimizers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -279,7 +278,8 @@ def train(args: argparse.Namespace) -> int:
         print(f"interrupted at step {steps_done}; recorded as 'interrupted' in {log_path}", file=sys.stderr)
         return 130
     say(f"\nfinal val loss {row['final_val_loss']:.4f} after {steps_done} steps, train time {clock.elapsed:.1f}s "
-        f"({row['step_time_ms']:.1f} ms/step, optimizer {100 * (row['opt_step_share'] or 0):.1f}%), peak memory {row['peak_mem_mb']:.0f} MB")
+        f"({row['step_time_ms']:.1f} ms/step, optimizer {100 * (row['opt_step_share'] or 0):.1f}%), "
+        f"peak memory {row['peak_mem_mb']:.0f} MB")
     say(f"target {track.target}: " + (f"reached at step {step_to}, {time_to:.1f}s" if reached else "not reached"))
     say(f"log: {log_path}\n")
     if not args.quiet:

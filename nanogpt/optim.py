@@ -168,7 +168,8 @@ def build_optimizers(opt: OptimizerSpec, model: torch.nn.Module, hp: dict) -> li
             parts.append(f"handled more than once: {', '.join(twice[:5])}")
         if foreign:
             parts.append(f"{len(foreign)} tensors that are not model parameters")
-        raise UserError(f"optimizer {opt.name} breaks the contract: every trainable parameter must be handled exactly once ({'; '.join(parts)})")
+        raise UserError(f"optimizer {opt.name} breaks the contract: every trainable parameter must be handled "
+                        f"exactly once ({'; '.join(parts)})")
     return built
 
 

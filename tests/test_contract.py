@@ -5,13 +5,12 @@ import textwrap
 import pytest
 import torch
 
+import optimizers
 from nanogpt.errors import UserError
 from nanogpt.model import GPT
 from nanogpt.optim import apply_overrides, build_optimizers, default_hparams, load_optimizer
 from nanogpt.schedule import lr_multiplier
 from nanogpt.tracks import ModelConfig, get_track
-
-import optimizers
 
 CFG = ModelConfig(vocab_size=61, n_layer=1, n_head=2, n_embd=32)
 
