@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import hashlib
-import json
 import math
 import os
 import platform
@@ -33,10 +31,12 @@ from nanogpt import distributed
 from nanogpt.checkpoint import checkpoint_path, save_checkpoint
 from nanogpt.data import BatchSampler, TokenStream, micro_batches, validation_sequences
 from nanogpt.errors import UserError
-from nanogpt.leaderboard import leaderboard, to_markdown
+from nanogpt.leaderboard import track_markdown
 from nanogpt.model import GPT
-from nanogpt.optim import apply_overrides, build_optimizers, default_hparams, hparams_json, load_optimizer
-from nanogpt.records import RunLog, append_row, read_table
+from nanogpt.optim import build_optimizers, default_hparams, load_optimizer
+from nanogpt.records import append_row, build_row
+from nanogpt.runlog import RunLog, eval_line, parse_training, train_line
+from nanogpt.runspec import resolve
 from nanogpt.schedule import lr_multiplier, set_lr
 from nanogpt.timing import RegionTimer, TrainClock
 from nanogpt.tracks import ROOT, TRACKS, get_track
@@ -55,6 +55,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet", action="store_true", help="no progress lines and no leaderboard")
     p.add_argument("--save-checkpoint", action="store_true",
                    help="save the final model and its configuration next to the log (records/logs/<run_id>.pt)")
+    p.add_argument("--debug-model", action="store_true",
+                   help="smoke test: the track shrunk to a tiny model (on CPU when there is no GPU), recorded as '<track>~debug'")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="read the track's shard file names from DIR (e.g. local GPT-2 shards), recorded as '<track>~local'")
     return p.parse_args(argv)
 
 
@@ -67,11 +71,6 @@ def list_everything(track_name: str) -> None:
     for name in optimizers.available():
         hp = default_hparams(load_optimizer(name), track)
         print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in hp.items()))
-
-
-def harness_sha256() -> str:
-    files = [ROOT / "run.py", *sorted((ROOT / "nanogpt").glob("*.py"))]
-    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
 def environment(ctx: distributed.Dist) -> dict:
@@ -123,16 +122,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     # ---- configuration -------------------------------------------------------------------------
-    track = get_track(args.track)
-    if args.no_compile:
-        track = track.with_overrides(compile=False)
-    opt_spec = load_optimizer(args.optimizer)
-    steps_flag = [] if args.steps is None else [f"steps={args.steps}"]
-    hp = apply_overrides(default_hparams(opt_spec, track), args.set + steps_flag, track.max_steps)
-    track = track.with_overrides(steps=hp["steps"])
-    ctx = distributed.init(track.device)
+    spec = resolve(args.track, args.optimizer, args.set, args.steps, args.no_compile,  # also reads the sources to embed
+                   debug_model=args.debug_model, data_dir=args.data_dir)
+    track, opt_spec, hp = spec.track, spec.optimizer, spec.hparams
     if track.device == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"track {track.name} runs on GPUs but no CUDA device is available; use --track tiny-cpu")
+        raise UserError(f"track {track.name} runs on GPUs ({track.hardware}) but no CUDA device is available; "
+                        "use --track tiny-cpu, or add --debug-model for a tiny smoke test of this track")
+    ctx = distributed.init(track.device)
     if ctx.device == "cpu" and ctx.world_size > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))))
     per_step = ctx.world_size * track.micro_batch_size
@@ -144,6 +140,7 @@ def train(args: argparse.Namespace) -> int:
 
     # ---- data, model, optimizer ------------------------------------------------------------------
     train_stream = TokenStream(track.resolve(track.train_files))
+    track.check_train_files(train_stream.files)
     val = validation_sequences(TokenStream(track.resolve(track.val_files)), track.val_tokens, track.seq_len)
     sampler = BatchSampler(train_stream, track.seq_len, track.batch_size, args.seed)
     torch.manual_seed(args.seed)
@@ -187,16 +184,12 @@ def train(args: argparse.Namespace) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     run_id = f"{started:%Y%m%d-%H%M%S}-{track.name}-{opt_spec.name}-s{args.seed}-{uuid.uuid4().hex[:6]}"
     log_path = Path(args.records_dir) / "logs" / f"{run_id}.txt"
-    config = {"run_id": run_id, "track": track.name, "optimizer": opt_spec.name, "seed": args.seed, "steps": track.steps,
-              "hparams": hp, "track_config": json.loads(json.dumps(track.__dict__, default=lambda o: o.__dict__)),
-              "code_sha256": opt_spec.sha256, "harness_sha256": harness_sha256()}
+    config = spec.config(run_id=run_id, seed=args.seed, date=started.isoformat(timespec="seconds"), world_size=ctx.world_size,
+                         flops_per_token=model.flops_per_token(track.seq_len), diverge_at=diverge_at)
+    env = environment(ctx)
     log = RunLog(log_path) if ctx.is_main else None
     if log:
-        log.section("config", json.dumps(config, indent=1))
-        log.section("environment", json.dumps(environment(ctx), indent=1))
-        log.section("run.py", Path(__file__).read_text())
-        log.section(f"optimizer {opt_spec.path.name}", opt_spec.source)
-        log.section("training", "")
+        log.begin(config, env, spec.sources)
 
     def say(text: str) -> None:
         if ctx.is_main and not args.quiet:
@@ -210,8 +203,7 @@ def train(args: argparse.Namespace) -> int:
     def run_eval(step: int) -> None:
         loss = evaluate(fast_model, val, ctx, track.micro_batch_size, autocast)
         evals.append((step, loss, clock.elapsed))
-        line = (f"step:{step}/{track.steps} val_loss:{loss:.4f} train_time:{clock.elapsed * 1000:.0f}ms "
-                f"step_avg:{clock.elapsed * 1000 / max(step, 1):.2f}ms")
+        line = eval_line(step, track.steps, loss, clock.elapsed)
         if log:
             log.line(line)
         say(line)
@@ -227,7 +219,7 @@ def train(args: argparse.Namespace) -> int:
             clock.stop()
             steps_done = step + 1
             if log:
-                log.line(f"step:{steps_done}/{track.steps} train_loss:{last_loss:.4f} train_time:{clock.elapsed * 1000:.0f}ms")
+                log.line(train_line(steps_done, track.steps, last_loss, clock.elapsed))
             if not math.isfinite(last_loss) or last_loss > diverge_at:
                 status = "diverged"
                 break
@@ -246,29 +238,13 @@ def train(args: argparse.Namespace) -> int:
     if args.save_checkpoint and status == "ok" and ctx.is_main:  # after the clock stopped; rank 0 holds the full model
         checkpoint = save_checkpoint(checkpoint_path(args.records_dir, run_id), model, track=track, run_id=run_id,
                                      optimizer=opt_spec.name, hparams=hp, seed=args.seed, steps=steps_done, val_loss=evals[-1][1])
-    reached = [(s, t) for s, v, t in evals if v <= track.target]
-    step_to, time_to = reached[0] if reached else (None, None)
-    flops_per_token = model.flops_per_token(track.seq_len)
-    row = {
-        "run_id": run_id, "date": started.isoformat(timespec="seconds"), "track": track.name, "hardware": track.hardware,
-        "optimizer": opt_spec.name, "hparams": hparams_json(hp), "seed": args.seed, "world_size": ctx.world_size,
-        "device": environment(ctx)["device"], "status": status, "steps": steps_done,
-        "tokens": steps_done * track.tokens_per_step, "train_time_s": round(clock.elapsed, 4),
-        "final_val_loss": round(evals[-1][1], 6) if evals and status == "ok" else None, "target": track.target,
-        "reached_target": bool(reached), "time_to_target_s": None if time_to is None else round(time_to, 4),
-        "steps_to_target": step_to, "tokens_to_target": None if step_to is None else step_to * track.tokens_per_step,
-        "flops_to_target": None if step_to is None else step_to * track.tokens_per_step * flops_per_token,
-        "step_time_ms": round(clock.elapsed * 1000 / max(steps_done, 1), 3),
-        "opt_step_share": round(opt_timer.total_s() / clock.elapsed, 4) if clock.elapsed > 0 else None,
-        "peak_mem_mb": round(peak_memory_mb(ctx.device), 1), "code_sha256": opt_spec.sha256,
-        "harness_sha256": config["harness_sha256"], "torch_version": torch.__version__, "schema_version": 1,
-        "log": os.path.relpath(log_path, args.records_dir),
-        "checkpoint": None if checkpoint is None else os.path.relpath(checkpoint, args.records_dir),
-    }
     if not ctx.is_main:
         return 0 if status == "ok" else 1
-    log.section("result", json.dumps(row, indent=1))
-    log.close()
+    measured = {"opt_step_share": round(opt_timer.total_s() / clock.elapsed, 4) if clock.elapsed > 0 else None,
+                "peak_mem_mb": round(peak_memory_mb(ctx.device), 1),
+                "checkpoint": None if checkpoint is None else os.path.relpath(checkpoint, args.records_dir)}
+    row = build_row(config, env, parse_training(log.training), status, measured, os.path.relpath(log_path, args.records_dir))
+    log.finish(row)
     append_row(args.records_dir, row)
     if status == "diverged":
         print(f"error: run diverged at step {steps_done} (train loss {last_loss:.4g}); recorded as 'diverged' in {log_path}. "
@@ -280,10 +256,11 @@ def train(args: argparse.Namespace) -> int:
     say(f"\nfinal val loss {row['final_val_loss']:.4f} after {steps_done} steps, train time {clock.elapsed:.1f}s "
         f"({row['step_time_ms']:.1f} ms/step, optimizer {100 * (row['opt_step_share'] or 0):.1f}%), "
         f"peak memory {row['peak_mem_mb']:.0f} MB")
-    say(f"target {track.target}: " + (f"reached at step {step_to}, {time_to:.1f}s" if reached else "not reached"))
+    say(f"target {track.target}: " + (f"reached at step {row['steps_to_target']}, {row['time_to_target_s']:.1f}s"
+                                      if row["reached_target"] else "not reached"))
     say(f"log: {log_path}\n")
     if not args.quiet:
-        print(to_markdown(leaderboard(read_table(args.records_dir), track.name), track.name, track.target))
+        print(track_markdown(args.records_dir, track.name, track.target))
     return 0
 
 

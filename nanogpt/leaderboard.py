@@ -1,96 +1,232 @@
-"""Per-track leaderboards built from the records table only (never edited by hand)."""
+"""Per-track leaderboards built only from the records (table, submissions, sweeps) and the logs;
+never edited by hand.
+
+A leaderboard row is a configuration group (same code, harness, track and hyperparameters). A
+submitted group uses exactly the runs of its latest submission and shows that submission's
+verdict; other groups (shown on request) use every completed run of the configuration.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from nanogpt import stats
+from nanogpt.errors import UserError
+from nanogpt.records import KEY_COLUMNS, group_id, read_entries, read_table, submissions_path, sweeps_path
+from nanogpt.runlog import parse_log
+from nanogpt.submissions import current_record, latest_per_group
+
+BASELINES = ("adamw", "muon")
+README_START, README_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
-def config_id(hparams: str) -> str:
-    return hashlib.sha256(hparams.encode()).hexdigest()[:6]
+@dataclass
+class Records:
+    table: pd.DataFrame
+    submissions: list[dict]
+    sweeps: list[dict]
+    directory: Path
 
 
-def leaderboard(df: pd.DataFrame, track: str) -> pd.DataFrame:
-    """One row per configuration (optimizer + hyperparameters) on `track`, fastest first.
+def load_records(records_dir: str | Path) -> Records:
+    table = read_table(records_dir)
+    table["group"] = [group_id(r) for r in table[KEY_COLUMNS].to_dict("records")] if len(table) else []
+    return Records(table, read_entries(submissions_path(records_dir), ("submission",)),
+                   read_entries(sweeps_path(records_dir), ("sweep", "steps")), Path(records_dir))
 
-    Time to target is averaged over the runs that reached it; `reached` says how many did.
-    """
-    runs = df[(df["track"] == track) & (df["status"] != "interrupted")].copy()
-    if runs.empty:
-        return pd.DataFrame()
-    runs["config"] = runs["hparams"].map(config_id)
+
+def tuning_budgets(sweeps: list[dict]) -> dict[str, dict]:
+    """Per winning configuration, the summed budget of the searches that picked it (a resumed
+    search appears several times under one sweep_id: only its latest entry counts)."""
+    latest: dict[str, dict] = {}
+    for s in sweeps:
+        latest[s["sweep_id"]] = s
+    budgets: dict[str, dict] = {}
+    for s in latest.values():
+        if s.get("winner") is None:
+            continue
+        b = budgets.setdefault(s["winner"]["group"], {"trials": 0, "runs": 0, "device_s": 0.0})
+        b["trials"] += s["budget"]["trials"]
+        b["runs"] += s["budget"]["runs"]
+        b["device_s"] += s["budget"]["device_s"]
+    return budgets
+
+
+def group_runs(records: Records, track: str, include_unsubmitted: bool) -> list[tuple[pd.DataFrame, dict | None]]:
+    """(runs, latest submission or None) per group on the track."""
+    if records.table.empty:
+        return []
+    runs = records.table[(records.table["track"] == track) & (records.table["status"] != "interrupted")]
+    latest = latest_per_group(e for e in records.submissions if e["track"] == track)
+    out = []
+    for entry in latest.values():
+        rows = runs[runs["run_id"].isin([r["run_id"] for r in entry["runs"]])]
+        if len(rows):
+            out.append((rows, entry))
+    if include_unsubmitted:
+        for gid, rows in runs.groupby("group", sort=False):
+            if gid not in latest:
+                out.append((rows, None))
+    return out
+
+
+def varying_hparams(table: pd.DataFrame) -> list[str]:
+    """Labels naming, per group, the hyperparameters that differ between groups of the same optimizer."""
+    labels = []
+    parsed = [json.loads(h) for h in table["hparams"]]
+    for i, (opt, hp) in enumerate(zip(table["optimizer"], parsed)):
+        peers = [parsed[j] for j in range(len(parsed)) if table["optimizer"].iloc[j] == opt]
+        keys = sorted(k for k in hp if any(p.get(k) != hp[k] for p in peers))
+        labels.append(", ".join(f"{k}={hp[k]}" for k in keys) or str(table["group"].iloc[i]))
+    return labels
+
+
+def leaderboard(records: Records, track: str, include_unsubmitted: bool = True) -> pd.DataFrame:
+    """One row per group on `track`, best first: groups with evidence whose runs all reached the
+    target by mean time, then the other groups that reached it, then those that did not (by loss)."""
+    budgets = tuning_budgets(records.sweeps)
     rows = []
-    for (optimizer, config), g in runs.groupby(["optimizer", "config"], sort=False):
-        hit = g[g["reached_target"].astype(bool)]
-        ttt = hit["time_to_target_s"].to_numpy(float)
+    for runs, entry in group_runs(records, track, include_unsubmitted):
+        first = runs.iloc[0]
+        hit = runs[runs["reached_target"]]
+        times = hit["time_to_target_s"].to_numpy(float)
+        losses = runs.loc[runs["status"] == "ok", "final_val_loss"].to_numpy(float)
+        t_lo, t_hi = stats.t_interval(times)
+        l_lo, l_hi = stats.t_interval(losses)
+        budget = budgets.get(first["group"], {})
         rows.append({
-            "optimizer": optimizer,
-            "config": config,
-            "n": len(g),
-            "reached": len(hit),
-            "diverged": int((g["status"] == "diverged").sum()),
-            "time_to_target_s": ttt.mean() if len(ttt) else np.nan,
-            "time_std_s": ttt.std(ddof=1) if len(ttt) > 1 else np.nan,
-            "steps_to_target": hit["steps_to_target"].mean() if len(hit) else np.nan,
-            "tokens_to_target": hit["tokens_to_target"].mean() if len(hit) else np.nan,
-            "final_val_loss": g["final_val_loss"].mean(),
-            "step_time_ms": g["step_time_ms"].mean(),
-            "seeds": " ".join(str(int(s)) for s in sorted(g["seed"])),
+            "group": first["group"], "optimizer": first["optimizer"], "hardware": first["hardware"], "hparams": first["hparams"],
+            "target": float(first["target"]), "n": len(runs), "n_reached": len(hit),
+            "n_diverged": int((runs["status"] == "diverged").sum()),
+            "time_mean": times.mean() if len(times) else math.nan, "time_lo": t_lo, "time_hi": t_hi,
+            "steps_to_target": hit["steps_to_target"].mean() if len(hit) else math.nan,
+            "tokens_to_target": hit["tokens_to_target"].mean() if len(hit) else math.nan,
+            "loss_mean": losses.mean() if len(losses) else math.nan, "loss_lo": l_lo, "loss_hi": l_hi,
+            "tuning_trials": budget.get("trials", 0), "tuning_runs": budget.get("runs", 0), "tuning_device_s": budget.get("device_s", 0.0),
+            "submission_id": entry["submission_id"] if entry else None, "evidence": None if entry is None else bool(entry["evidence"]),
+            "target_p": None if entry is None else entry["target_test"]["p"], "run_ids": list(runs["run_id"]),
         })
     table = pd.DataFrame(rows)
-    table["all_reached"] = table["reached"] == table["n"]
-    return table.sort_values(["all_reached", "time_to_target_s"], ascending=[False, True], na_position="last").reset_index(drop=True)
+    if table.empty:
+        return table
+    all_reached = table["n_reached"] == table["n"]
+    evidence = table["evidence"].map(lambda e: e is True)
+    table["tier"] = np.select([all_reached & evidence, all_reached, table["n_reached"] > 0], [0, 1, 2], 3)
+    table["sort_value"] = np.where(table["tier"] < 3, table["time_mean"], table["loss_mean"])
+    table = table.sort_values(["tier", "sort_value"], na_position="last").reset_index(drop=True)
+    table["config"] = varying_hparams(table)
+    for name in BASELINES:
+        base = [baseline_row(table, name, h) for h in table["hardware"]]
+        table[f"baseline_{name}"] = [None if b is None else table["group"].iloc[b] for b in base]
+        table[f"speedup_{name}"] = [math.nan if b is None or table["n_reached"].iloc[i] != table["n"].iloc[i]
+                                    else float(table["time_mean"].iloc[b] / table["time_mean"].iloc[i]) for i, b in enumerate(base)]
+    record = {h: current_record(records.submissions, track, h) for h in table["hardware"].unique()}
+    table["record"] = [record[h] is not None and record[h]["group"] == g for h, g in zip(table["hardware"], table["group"])]
+    return table
+
+
+def baseline_row(table: pd.DataFrame, optimizer: str, hardware: str) -> int | None:
+    """The fastest group of `optimizer` on the hardware class in which every run reached the target."""
+    ok = table[(table["optimizer"] == optimizer) & (table["hardware"] == hardware) & (table["n_reached"] == table["n"])]
+    return None if ok.empty else int(ok.index[0])
 
 
 def fmt(x, spec: str) -> str:
-    return "—" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def to_markdown(table: pd.DataFrame, track: str, target: float | None = None) -> str:
+def plus_minus(mean: float, hi: float, spec: str) -> str:
+    return fmt(mean, spec) + ("" if math.isnan(hi) else f" ± {hi - mean:{spec}}")
+
+
+def tokens(x: float) -> str:
+    return "—" if math.isnan(x) else f"{x / 1e6:.2f}M" if x >= 1e5 else f"{x:.0f}"
+
+
+def evidence_cell(r) -> str:
+    if r.evidence is None:
+        return "not submitted"
+    mark = "✓" if r.evidence else "✗"
+    p = "" if r.target_p is None else f" p={r.target_p:.2g}"
+    return f"{mark}{' record' if r.record else ''}{p}"
+
+
+def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, note: str = "") -> str:
     head = f"### {track}" + (f" (target val loss {target})" if target is not None else "")
     if table.empty:
-        return head + "\n\nNo runs recorded yet.\n"
+        return head + f"\n\nNo runs recorded yet.{note}\n"
     lines = [
         head, "",
-        "| # | optimizer | config | n | reached | time to target (s) | steps to target | tokens to target | final val loss | step (ms) |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| # | optimizer | config | n | time to target (s) | steps to target | tokens to target | final val loss | vs AdamW | vs Muon "
+        "| tuning | evidence |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    for i, r in table.iterrows():
-        spread = f" ± {fmt(r.time_std_s, '.1f')}" if not np.isnan(r.time_std_s) else ""
+    for i, r in enumerate(table.itertuples()):
+        n = f"{r.n}" + (f" ({r.n_reached} reached)" if r.n_reached != r.n else "") + (f", {r.n_diverged} diverged" if r.n_diverged else "")
+        tuning = (f"{r.tuning_trials} trials · {r.tuning_runs} runs · {r.tuning_device_s:.0f} s" if r.tuning_trials else "—")
+        speedups = " | ".join(fmt(x, ".2f") + ("×" if not math.isnan(x) else "") for x in (r.speedup_adamw, r.speedup_muon))
         lines.append(
-            f"| {i + 1} | {r.optimizer} | {r.config} | {r.n} | {r.reached}/{r.n} | {fmt(r.time_to_target_s, '.1f')}{spread} | "
-            f"{fmt(r.steps_to_target, '.0f')} | {fmt(r.tokens_to_target, '.3g')} | {fmt(r.final_val_loss, '.4f')} | {fmt(r.step_time_ms, '.1f')} |"
+            f"| {i + 1} | {r.optimizer} | {r.config} | {n} | {plus_minus(r.time_mean, r.time_hi, '.1f')} | "
+            f"{fmt(r.steps_to_target, '.0f')} | {tokens(r.tokens_to_target)} | {plus_minus(r.loss_mean, r.loss_hi, '.4f')} | "
+            f"{speedups} | {tuning} | {evidence_cell(r)} |"
         )
-    lines.append("\nTime to target: mean ± standard deviation over the seeds that reached the target.")
+    lines += [
+        "",
+        "Mean ± 95 % t-interval half-width over seeds (time: over the runs that reached the target). "
+        "vs AdamW / vs Muon: the baseline's mean time to target divided by this group's, the baseline being the fastest "
+        "group of that optimizer on the same hardware class whose every run reached the target. Tuning: the searches "
+        "(scripts/sweep.py, scripts/find_steps.py) whose winner is this configuration: trials · runs · device-seconds of "
+        f"training. Evidence: the latest submission's one-sided test that the mean final loss is below the target.{note}",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def plot_time_to_target(df: pd.DataFrame, table: pd.DataFrame, track: str, path: Path) -> Path:
-    """Bar per configuration (mean time to target), error bar = std over seeds, dots = seeds."""
-    done = table[table["reached"] > 0]
-    fig, ax = plt.subplots(figsize=(7, 0.6 * max(len(done), 1) + 1.6))
-    runs = df[(df["track"] == track) & df["reached_target"].astype(bool)].copy()
-    runs["config"] = runs["hparams"].map(config_id)
-    labels = [f"{r.optimizer} ({r.config}) n={r.n}" for r in done.itertuples()]
-    y = np.arange(len(done))
-    ax.barh(y, done["time_to_target_s"], xerr=done["time_std_s"].fillna(0), color="#4C72B0", alpha=0.8, capsize=4)
-    for yi, r in zip(y, done.itertuples()):
-        seeds = runs[(runs["optimizer"] == r.optimizer) & (runs["config"] == r.config)]["time_to_target_s"]
-        ax.scatter(seeds, np.full(len(seeds), yi), color="black", s=12, zorder=3)
-    ax.set_yticks(y, labels)
-    ax.invert_yaxis()
-    ax.set_xlabel("train time to target (s)")
-    ax.set_title(f"{track}: time to target (mean ± std over seeds)")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def track_markdown(records_dir: str | Path, track: str, target: float | None, include_unsubmitted: bool = True) -> str:
+    """The Markdown leaderboard of one track straight from a records folder (run.py prints this)."""
+    return to_markdown(leaderboard(load_records(records_dir), track, include_unsubmitted), track, target)
+
+
+def curve(records: Records, run_ids: list[str]) -> dict | None:
+    """Mean validation curve over the completed runs: per evaluation step, the mean train time, the
+    mean loss and the range over seeds. None when no run completed."""
+    rows = records.table[records.table["run_id"].isin(run_ids) & (records.table["status"] == "ok")]
+    per_run = []
+    for log in rows["log"]:
+        evals = parse_log(records.directory / log).training.evals
+        per_run.append({e.step: (e.time_ms / 1000, e.loss) for e in evals})
+    if not per_run:
+        return None
+    steps = sorted(set.intersection(*(set(p) for p in per_run)))
+    times = np.array([[p[s][0] for s in steps] for p in per_run])
+    losses = np.array([[p[s][1] for s in steps] for p in per_run])
+    return {"steps": np.array(steps), "time_s": times.mean(0), "mean": losses.mean(0), "lo": losses.min(0), "hi": losses.max(0),
+            "n": len(per_run)}
+
+
+def run_times(records: Records, table: pd.DataFrame) -> dict[str, list[float]]:
+    """Per group, the times to target of its runs that reached the target."""
+    t = records.table.set_index("run_id")
+    return {g: [float(t.at[r, "time_to_target_s"]) for r in ids if t.at[r, "reached_target"]]
+            for g, ids in zip(table["group"], table["run_ids"])} if len(table) else {}
+
+
+def best_per_optimizer(table: pd.DataFrame) -> pd.DataFrame:
+    return table.drop_duplicates("optimizer", keep="first")
+
+
+def replace_readme_section(readme: Path, body: str) -> None:
+    """Rewrite the part of the README between the leaderboard markers."""
+    if not readme.exists():
+        raise UserError(f"{readme} does not exist; pass the README to update with --readme PATH")
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < 0 or end < start:
+        raise UserError(f"{readme} has no '{README_START}' ... '{README_END}' markers; add them (in that order) "
+                        "where the leaderboard should go")
+    readme.write_text(text[: start + len(README_START)] + "\n" + body.rstrip() + "\n" + text[end:])

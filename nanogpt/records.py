@@ -1,119 +1,242 @@
-"""The records table (records/records.csv) and the per-run logs (records/logs/*.txt).
+"""The records table (records/records.csv), its JSON-lines companions (submissions, sweeps), and
+the row of a run computed from its log.
 
-The logs are the source of truth; the table is an index of them, one row per run. Appends take
-an exclusive lock and write each row with one write() call, so runs finishing at once on one
-machine never lose or tear a row.
+The logs are the source of truth; the table is an index of them, one row per run, and can be
+rebuilt from them (scripts/rebuild_records.py). Appends take an exclusive lock and write each row
+with one write() call, so runs finishing at once on one machine never lose or tear a row. Reading
+validates every row and names the line of the first bad one. The format is documented, with its
+version, in records/README.md.
 """
 
 from __future__ import annotations
 
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from nanogpt.errors import UserError
+from nanogpt.runlog import ParsedLog, Training, figures
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COLUMNS = [
     "run_id", "date", "track", "hardware", "optimizer", "hparams", "seed", "world_size", "device", "status",
     "steps", "tokens", "train_time_s", "final_val_loss", "target", "reached_target", "time_to_target_s",
     "steps_to_target", "tokens_to_target", "flops_to_target", "step_time_ms", "opt_step_share", "peak_mem_mb",
-    "code_sha256", "harness_sha256", "torch_version", "schema_version", "log", "checkpoint",
+    "code_sha256", "harness_sha256", "track_sha256", "torch_version", "schema_version", "log", "checkpoint",
 ]
 STATUSES = ("ok", "diverged", "interrupted")
 NUMERIC = ["seed", "world_size", "steps", "tokens", "train_time_s", "final_val_loss", "target", "time_to_target_s",
            "steps_to_target", "tokens_to_target", "flops_to_target", "step_time_ms", "opt_step_share", "peak_mem_mb",
            "schema_version"]
+REQUIRED = ["run_id", "track", "optimizer", "hparams", "seed", "status", "schema_version"]
+# Measurements the training lines cannot reproduce: verify checks them against the log's result section only.
+MEASURED = ["opt_step_share", "peak_mem_mb", "checkpoint"]
+# A configuration: runs that share these are repetitions of one experiment (they differ only in seed).
+KEY_COLUMNS = ["track", "track_sha256", "optimizer", "code_sha256", "harness_sha256", "hparams", "world_size"]
 
 
 def table_path(records_dir: str | Path) -> Path:
     return Path(records_dir) / "records.csv"
 
 
-def append_row(records_dir: str | Path, row: dict) -> None:
-    """Append one run's row under an exclusive lock (header written by whoever creates the file)."""
-    if set(row) != set(COLUMNS):
-        raise ValueError(f"row keys differ from the schema: {sorted(set(row) ^ set(COLUMNS))}")
-    path = table_path(records_dir)
+def submissions_path(records_dir: str | Path) -> Path:
+    return Path(records_dir) / "submissions.jsonl"
+
+
+def sweeps_path(records_dir: str | Path) -> Path:
+    return Path(records_dir) / "sweeps.jsonl"
+
+
+def hparams_text(hp: Mapping) -> str:
+    """The canonical text of a hyperparameter dict in the table (sorted keys)."""
+    return json.dumps(dict(hp), sort_keys=True)
+
+
+def cell(value) -> str:
+    """How a value is written into the CSV (and so how a recomputed value is compared with it)."""
+    return "" if value is None else str(value)
+
+
+def group_key(values: Mapping) -> tuple[str, ...]:
+    """The configuration of a row, a run config or a submission entry, in canonical text form."""
+    return tuple(str(int(float(values[c]))) if c == "world_size" else str(values[c]) for c in KEY_COLUMNS)
+
+
+def group_id(values: Mapping) -> str:
+    """A short stable name for a configuration (shown in leaderboards, stored in submissions)."""
+    return hashlib.sha256(json.dumps(group_key(values)).encode()).hexdigest()[:10]
+
+
+def locked_append(path: Path, text: str, header: str = "") -> None:
+    """Append `text` (and `header` first if the file is new) under an exclusive lock, in one write."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
     with open(path, "a", newline="") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            if f.tell() == 0 and os.fstat(f.fileno()).st_size == 0:
-                writer.writerow(COLUMNS)
-            writer.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
-            f.write(buf.getvalue())
+            new = os.fstat(f.fileno()).st_size == 0
+            f.write((header if new else "") + text)
             f.flush()
             os.fsync(f.fileno())
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def read_table(records_dir: str | Path) -> pd.DataFrame:
-    """Read and validate the table; a malformed file fails with a message naming the line."""
-    path = table_path(records_dir)
-    if not path.exists():
-        return pd.DataFrame(columns=COLUMNS)
+def locked_read(path: Path) -> str:
     with open(path, newline="") as f:
         fcntl.flock(f, fcntl.LOCK_SH)
         try:
-            text = f.read()
+            return f.read()
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows:
-        return pd.DataFrame(columns=COLUMNS)
-    if rows[0] != COLUMNS:
-        raise UserError(f"{path}:1: header does not match schema version {SCHEMA_VERSION} (expected {','.join(COLUMNS)}); "
-                        "rebuild the table from the logs or move the file aside")
-    for lineno, fields in enumerate(rows[1:], start=2):
+
+
+def csv_line(values: list) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(values)
+    return buf.getvalue()
+
+
+def append_row(records_dir: str | Path, row: dict) -> None:
+    """Append one run's row under an exclusive lock (header written by whoever creates the file)."""
+    if set(row) != set(COLUMNS):
+        raise ValueError(f"row keys differ from the schema: {sorted(set(row) ^ set(COLUMNS))}")
+    locked_append(table_path(records_dir), csv_line([cell(row[c]) for c in COLUMNS]), csv_line(COLUMNS))
+
+
+def write_table(records_dir: str | Path, rows: list[dict]) -> Path:
+    """Replace the table atomically with `rows` (used by the rebuild)."""
+    path = table_path(records_dir)
+    tmp = path.with_suffix(".csv.tmp")
+    tmp.write_text(csv_line(COLUMNS) + "".join(csv_line([cell(r[c]) for c in COLUMNS]) for r in rows))
+    os.replace(tmp, path)
+    return path
+
+
+def read_raw_rows(records_dir: str | Path) -> list[tuple[int, dict[str, str]]]:
+    """Every row as written (text cells) with its line number, validated; the first bad row fails
+    with a message naming its line."""
+    path = table_path(records_dir)
+    if not path.exists():
+        return []
+    reader = csv.reader(io.StringIO(locked_read(path)))
+    header = next(reader, None)
+    if header is None:
+        return []
+    if header != COLUMNS:
+        raise UserError(f"{path}:1: header does not match schema version {SCHEMA_VERSION}{_old_version_hint(header, reader)}; "
+                        "rebuild the table from the logs (python scripts/rebuild_records.py) or move the file aside")
+    rows, seen = [], {}
+    for fields in reader:
+        lineno = reader.line_num
         if len(fields) != len(COLUMNS):
             raise UserError(f"{path}:{lineno}: malformed row ({len(fields)} fields, expected {len(COLUMNS)}); fix or delete that line")
         rec = dict(zip(COLUMNS, fields))
-        if rec["status"] not in STATUSES:
-            raise UserError(f"{path}:{lineno}: status {rec['status']!r} is not one of {', '.join(STATUSES)}")
-        for col in NUMERIC:
-            if rec[col] != "":
-                try:
-                    float(rec[col])
-                except ValueError:
-                    raise UserError(f"{path}:{lineno}: column {col} = {rec[col]!r} is not a number; fix or delete that line") from None
-        try:
-            json.loads(rec["hparams"])
-        except json.JSONDecodeError:
-            raise UserError(f"{path}:{lineno}: column hparams is not valid JSON; fix or delete that line") from None
-        if str(rec["schema_version"]) not in ("", str(SCHEMA_VERSION)):
-            raise UserError(f"{path}:{lineno}: schema version {rec['schema_version']} is unknown (this harness reads {SCHEMA_VERSION})")
-    df = pd.DataFrame(rows[1:], columns=COLUMNS)
+        _check_row(path, lineno, rec)
+        if rec["run_id"] in seen:
+            raise UserError(f"{path}:{lineno}: run {rec['run_id']} already appears on line {seen[rec['run_id']]}; delete one of them")
+        seen[rec["run_id"]] = lineno
+        rows.append((lineno, rec))
+    return rows
+
+
+def _old_version_hint(header: list[str], reader) -> str:
+    if "schema_version" not in header:
+        return ""
+    first = next(reader, None)
+    if first is None or len(first) != len(header):
+        return ""
+    return f" (its rows are version {first[header.index('schema_version')]})"
+
+
+def _check_row(path: Path, lineno: int, rec: dict[str, str]) -> None:
+    where = f"{path}:{lineno}"
+    if rec["schema_version"] != str(SCHEMA_VERSION):
+        raise UserError(f"{where}: schema version {rec['schema_version']!r} is unknown (this harness reads {SCHEMA_VERSION}); "
+                        "rebuild the table from the logs (python scripts/rebuild_records.py)")
+    for col in REQUIRED:
+        if rec[col] == "":
+            raise UserError(f"{where}: column {col} is empty; fix or delete that line")
+    if rec["status"] not in STATUSES:
+        raise UserError(f"{where}: status {rec['status']!r} is not one of {', '.join(STATUSES)}")
+    if rec["reached_target"] not in ("True", "False", ""):
+        raise UserError(f"{where}: reached_target {rec['reached_target']!r} must be True or False")
     for col in NUMERIC:
-        df[col] = pd.to_numeric(df[col].replace("", None))
-    df["reached_target"] = df["reached_target"].map({"True": True, "False": False, "": False})
+        if rec[col] != "":
+            try:
+                float(rec[col])
+            except ValueError:
+                raise UserError(f"{where}: column {col} = {rec[col]!r} is not a number; fix or delete that line") from None
+    try:
+        if not isinstance(json.loads(rec["hparams"]), dict):
+            raise ValueError
+    except ValueError:
+        raise UserError(f"{where}: column hparams is not a JSON object; fix or delete that line") from None
+
+
+def read_table(records_dir: str | Path) -> pd.DataFrame:
+    """The validated table as a DataFrame (numbers parsed, reached_target as bool)."""
+    raw = read_raw_rows(records_dir)
+    df = pd.DataFrame([rec for _, rec in raw], columns=COLUMNS)
+    for col in NUMERIC:
+        df[col] = pd.to_numeric(df[col].replace("", None)) if len(df) else df[col]
+    df["reached_target"] = df["reached_target"].map({"True": True, "False": False, "": False}).astype(bool)
     return df
 
 
-class RunLog:
-    """A self-contained, append-only run log in the modded-nanogpt style; written as the run goes
-    so that an interrupted run keeps everything up to the interruption."""
+def append_entry(path: Path, entry: dict) -> None:
+    """Append one JSON object as one line (submissions.jsonl, sweeps.jsonl), locked like the table."""
+    locked_append(path, json.dumps(entry, sort_keys=True) + "\n")
 
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(path, "w")
 
-    def section(self, title: str, body: str) -> None:
-        self.file.write(f"==== {title} ====\n{body.rstrip()}\n")
-        self.file.flush()
+def read_entries(path: Path, kinds: tuple[str, ...]) -> list[dict]:
+    """Every entry of a JSON-lines file, validated; a bad line fails with a message naming it."""
+    if not path.exists():
+        return []
+    entries = []
+    for lineno, text in enumerate(locked_read(path).splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            entry = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); fix or delete that line") from None
+        if not isinstance(entry, dict) or entry.get("kind") not in kinds:
+            raise UserError(f"{path}:{lineno}: not a {' or '.join(kinds)} entry; fix or delete that line")
+        if entry.get("schema_version") != SCHEMA_VERSION:
+            raise UserError(f"{path}:{lineno}: schema version {entry.get('schema_version')!r} is unknown "
+                            f"(this harness reads {SCHEMA_VERSION})")
+        entries.append(entry)
+    return entries
 
-    def line(self, text: str) -> None:
-        self.file.write(text + "\n")
-        self.file.flush()
 
-    def close(self) -> None:
-        self.file.close()
+def build_row(config: dict, environment: dict, training: Training, status: str | None, measured: dict, log: str) -> dict:
+    """The table row of a run: identity from the config, figures from the training lines as
+    logged, and the measurements (optimizer share, memory, checkpoint) the lines do not hold."""
+    return {
+        "run_id": config["run_id"], "date": config["date"], "track": config["track"],
+        "hardware": config["track_config"]["hardware"], "optimizer": config["optimizer"],
+        "hparams": hparams_text(config["hparams"]), "seed": config["seed"], "world_size": config["world_size"],
+        "device": environment["device"], **figures(training, config, status),
+        "code_sha256": config["code_sha256"], "harness_sha256": config["harness_sha256"],
+        "track_sha256": config["track_sha256"], "torch_version": environment["torch"], "schema_version": SCHEMA_VERSION,
+        "log": log, **{k: measured.get(k) for k in MEASURED},
+    }
+
+
+def row_from_log(parsed: ParsedLog, records_dir: str | Path) -> dict:
+    """Recompute a run's row from its log alone. The status and measurements come from the result
+    section when there is one; a log cut off before it (a killed process) is indexed as interrupted
+    unless its last step diverged."""
+    version = parsed.config.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise UserError(f"{parsed.path}: log of schema version {version!r}; this harness reads {SCHEMA_VERSION}")
+    result = parsed.result or {}
+    log = os.path.relpath(parsed.path, records_dir)
+    return build_row(parsed.config, parsed.environment, parsed.training, result.get("status"), result, log)

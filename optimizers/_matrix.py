@@ -5,6 +5,10 @@ Every Muon variant is the same pipeline with one or two stages replaced:
     G -> transform_grad -> momentum (+ Nesterov) -> precondition -> orthogonalize -> postprocess
       -> shape scale -> decoupled weight decay -> W <- W - lr * O
 
+The published implementations also differ in small conventions (momentum form, shape factor,
+normalization epsilon, cautious decay, orthogonalization dtype). Those are options of this base
+class, so a variant or a reference implementation is a configuration, not a copy of the loop.
+
 Matrices of one shape are orthogonalized in one batched call; with several processes each rank
 orthogonalizes its share of the stack and the results are all-gathered.
 """
@@ -16,16 +20,45 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
-from nanogpt.orthogonalize import orthogonalize
+from nanogpt.orthogonalize import METHODS, orthogonalize
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+MOMENTUM_FORMS = ("damped", "sum")
+
+
+def _keller(m: int, n: int) -> float:
+    return max(1.0, m / n) ** 0.5
+
+
+def _spectral(m: int, n: int) -> float:
+    return (m / n) ** 0.5
+
+
+def _rms(m: int, n: int) -> float:
+    return max(m, n) ** 0.5
+
+
+# Factor multiplying the orthogonalized update of an m x n matrix:
+#   keller    max(1, m/n)^0.5   Keller's Muon, modded-nanogpt: only tall matrices grow
+#   spectral  (m/n)^0.5         microsoft/dion "spectral_norm": wide matrices shrink
+#   rms       max(m, n)^0.5     Newton-Muon repository: update RMS about 1
+SHAPE_SCALES = {"keller": _keller, "spectral": _spectral, "rms": _rms}
 
 
 class MatrixOptimizer(torch.optim.Optimizer):
-    """Muon (Keller Jordan, 2024) with hooks for its variants.
+    """Muon (Keller Jordan, 2024) with hooks and convention options for its variants.
 
-    Momentum is the damped EMA M <- mu M + (1 - mu) G with the Nesterov mix (1 - mu) G + mu M
-    (modded-nanogpt / KellerJordan/Muon); the shape factor max(1, m/n)^0.5 multiplies the update.
+    The defaults are the harness conventions (KellerJordan/Muon, modded-nanogpt):
+    - momentum_form "damped": M <- mu M + (1 - mu) G, Nesterov mix (1 - mu) G + mu M;
+      "sum" (dion, the Newton-Muon repository): M <- mu M + G, Nesterov mix G + mu M.
+      For one Nesterov setting the two differ by the factor (1 - mu), which the orthogonalization
+      removes up to its epsilon.
+    - shape_scale "keller" (see SHAPE_SCALES); shape_scale_decay=True also scales the decay by the
+      factor (the main track puts the factor on the learning rate).
+    - norm_eps: the epsilon of the normalization before orthogonalization (1e-7 Keller, 1e-6 main
+      track Polar Express, 1e-8 dion). The 1.02 safety factor belongs to Polar Express.
+    - cautious_wd: decay only entries where the update and the weight agree in sign (O * W >= 0).
+    - ortho_dtype "auto": bf16 on GPU, float32 on CPU (faster there, and exact).
     """
 
     def __init__(
@@ -41,11 +74,25 @@ class MatrixOptimizer(torch.optim.Optimizer):
         momentum_warmup_steps: int = 0,
         momentum_start: float = 0.85,
         norm_eps: float = 1e-7,
+        momentum_form: str = "damped",
+        shape_scale: str = "keller",
+        shape_scale_decay: bool = False,
+        cautious_wd: bool = False,
+        variant: dict | None = None,
     ):
+        for key, value, valid in (
+            ("orthogonalizer", orthogonalizer, METHODS),
+            ("ortho_dtype", ortho_dtype, ("auto", *DTYPES)),
+            ("momentum_form", momentum_form, MOMENTUM_FORMS),
+            ("shape_scale", shape_scale, SHAPE_SCALES),
+        ):
+            if value not in valid:
+                raise ValueError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
         defaults = dict(
             lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, orthogonalizer=orthogonalizer,
             ortho_dtype=ortho_dtype, weight_decay=weight_decay, momentum_warmup_steps=momentum_warmup_steps,
-            momentum_start=momentum_start, norm_eps=norm_eps, step=0,
+            momentum_start=momentum_start, norm_eps=norm_eps, momentum_form=momentum_form, shape_scale=shape_scale,
+            shape_scale_decay=shape_scale_decay, cautious_wd=cautious_wd, step=0, **(variant or {}),
         )
         super().__init__(params, defaults)
         for group in self.param_groups:
@@ -63,7 +110,7 @@ class MatrixOptimizer(torch.optim.Optimizer):
         return update
 
     def postprocess(self, p: torch.Tensor, ortho: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
-        """After orthogonalization (NorMuon's per-neuron normalization)."""
+        """After orthogonalization, before the shape factor (NorMuon's per-neuron normalization)."""
         return ortho
 
     # --- the pipeline ----------------------------------------------------------------------------
@@ -82,8 +129,12 @@ class MatrixOptimizer(torch.optim.Optimizer):
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = torch.zeros_like(p)
         buf, mu = state["momentum_buffer"], self.momentum_at(group)
-        buf.lerp_(grad, 1 - mu)
-        update = grad.lerp(buf, mu) if group["nesterov"] else buf.clone()
+        if group["momentum_form"] == "damped":
+            buf.lerp_(grad, 1 - mu)
+            update = grad.lerp(buf, mu) if group["nesterov"] else buf.clone()
+        else:
+            buf.mul_(mu).add_(grad)
+            update = grad.add(buf, alpha=mu) if group["nesterov"] else buf.clone()
         return self.precondition(p, update, grad, state, group)
 
     def ortho_dtype(self, p: torch.Tensor, group: dict) -> torch.dtype:
@@ -109,13 +160,18 @@ class MatrixOptimizer(torch.optim.Optimizer):
         return gathered[:k]
 
     @staticmethod
-    def shape_scale(p: torch.Tensor) -> float:
-        return max(1.0, p.size(-2) / p.size(-1)) ** 0.5
+    def shape_scale(p: torch.Tensor, group: dict) -> float:
+        return SHAPE_SCALES[group["shape_scale"]](p.size(-2), p.size(-1))
 
     def apply_update(self, p: torch.Tensor, ortho: torch.Tensor, group: dict) -> None:
-        ortho = ortho * self.shape_scale(p)
+        scale = self.shape_scale(p, group)
+        ortho = ortho * scale
         if group["weight_decay"]:
-            p.mul_(1 - group["lr"] * group["weight_decay"])
+            decay = group["lr"] * group["weight_decay"] * (scale if group["shape_scale_decay"] else 1.0)
+            if group["cautious_wd"]:
+                p.sub_(p * (ortho * p >= 0) * decay)
+            else:
+                p.mul_(1 - decay)
         p.add_(ortho.to(p.dtype), alpha=-group["lr"])
 
     @torch.no_grad()
@@ -163,7 +219,8 @@ def aux_adamw(params: dict[str, list], hp: dict) -> torch.optim.AdamW | None:
     )
 
 
-MUON_DEFAULTS = {
+# The MatrixOptimizer arguments, with the harness conventions as defaults.
+MATRIX_DEFAULTS = {
     "lr": 0.02,
     "momentum": 0.95,
     "nesterov": True,
@@ -173,15 +230,18 @@ MUON_DEFAULTS = {
     "weight_decay": 0.0,
     "momentum_warmup_steps": 0,
     "momentum_start": 0.85,
-    **AUX_DEFAULTS,
+    "norm_eps": 1e-7,
+    "momentum_form": "damped",
+    "shape_scale": "keller",
+    "shape_scale_decay": False,
+    "cautious_wd": False,
 }
+MUON_DEFAULTS = {**MATRIX_DEFAULTS, **AUX_DEFAULTS}
 
 
 def muon_kwargs(hp: dict) -> dict:
     """The MatrixOptimizer arguments of a Muon-family hyperparameter dict."""
-    keys = ("lr", "momentum", "nesterov", "ns_steps", "orthogonalizer", "ortho_dtype", "weight_decay",
-            "momentum_warmup_steps", "momentum_start")
-    return {k: hp[k] for k in keys}
+    return {k: hp[k] for k in MATRIX_DEFAULTS}
 
 
 def build_matrix_with_aux(matrix_opt: torch.optim.Optimizer | None, params: dict, hp: dict) -> list[torch.optim.Optimizer]:

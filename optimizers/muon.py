@@ -7,7 +7,28 @@ Hidden matrices take the orthogonalized Nesterov momentum (NS5, or Polar Express
 from optimizers._matrix import MUON_DEFAULTS, MatrixOptimizer, build_matrix_with_aux, muon_kwargs
 
 DEFAULTS = dict(MUON_DEFAULTS)
-TRACK_DEFAULTS: dict = {"tiny-cpu": {}}
+# The GPT-2 speedrun track, from the 11/03/24 modded-nanogpt record (as reproduced in the MoE fork
+# taken at that record): Muon lr 0.02, momentum 0.95, Nesterov; AdamW betas (0.9, 0.95), default eps,
+# embedding lr 0.3, head lr 0.002.
+_GPT2_SMALL = {"lr": 0.02, "momentum": 0.95, "embed_lr": 0.3, "head_lr": 0.002,
+               "adam_beta1": 0.9, "adam_beta2": 0.95, "adam_eps": 1e-8}
+TRACK_DEFAULTS: dict = {
+    "tiny-cpu": {},
+    "gpt2-small": _GPT2_SMALL,
+    # The 01/18/25 GPT-2 medium record: Muon lr 0.025 with momentum warmup 0.85 -> 0.95 over 300 steps;
+    # Adam betas (0.8, 0.95), eps 1e-10, head lr 0.003, embedding lr 0.3, scalars 0.015.
+    "gpt2-medium": {"lr": 0.025, "momentum": 0.95, "momentum_warmup_steps": 300, "momentum_start": 0.85,
+                    "embed_lr": 0.3, "head_lr": 0.003, "scalar_lr": 0.015, "adam_beta1": 0.8, "adam_beta2": 0.95,
+                    "adam_eps": 1e-10},
+    # The 10/10/24 record (records/101024_Muon): Muon(lr=0.1 * 0.0036, momentum=0.95), Nesterov in the
+    # "sum" form (buf = mu buf + g; g + mu buf), 5 NS5 steps, update scaled by max(m, n)^0.5 ("rms");
+    # the tied embedding/head on AdamW(lr=0.0036, betas=(0.9, 0.95), weight_decay=0), default eps.
+    "gpt2-muon-2024": {"lr": 0.00036, "momentum": 0.95, "nesterov": True, "momentum_form": "sum", "ns_steps": 5,
+                       "shape_scale": "rms", "norm_eps": 1e-7, "embed_lr": 0.0036, "adam_beta1": 0.9,
+                       "adam_beta2": 0.95, "adam_eps": 1e-8, "adam_weight_decay": 0.0},
+    # Provisional, like the track: the speedrun values until tuned on one H100.
+    "gpt2-1gpu": dict(_GPT2_SMALL),
+}
 
 
 def build(params, hp, model):

@@ -4,10 +4,10 @@ Muon with the orthogonalization removed. One learning rate per role."""
 import torch
 
 DEFAULTS = {
-    "lr": 0.3,  # hidden matrices
-    "embed_lr": 0.3,
-    "head_lr": 0.3,
-    "scalar_lr": 0.3,
+    "lr": 0.1,  # hidden matrices
+    "embed_lr": 0.1,
+    "head_lr": 0.1,
+    "scalar_lr": 0.1,
     "momentum": 0.9,
     "weight_decay": 0.0,
 }

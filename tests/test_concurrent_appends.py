@@ -2,13 +2,13 @@
 
 import multiprocessing as mp
 
-from nanogpt.records import COLUMNS, append_row, read_table
+from nanogpt.records import COLUMNS, SCHEMA_VERSION, append_row, read_table
 
 
 def row(i: int) -> dict:
     r = {c: "" for c in COLUMNS}
     r.update(run_id=f"run-{i}", track="tiny-cpu", optimizer="muon", hparams='{"lr": 0.02, "note": "a,b\\"c"}', seed=i,
-             status="ok", schema_version=1, log="x" * 5000)
+             status="ok", schema_version=SCHEMA_VERSION, log="x" * 5000)
     return r
 
 

@@ -1,0 +1,158 @@
+"""Statistics of run groups: means with confidence intervals, the tests a submission must pass,
+and how many runs a test would need.
+
+Everything is computed with scipy.stats (t distribution, one-sample and Welch t-tests, bootstrap,
+non-central t). The bootstrap uses a fixed random seed so that `verify` recomputes exactly the
+numbers a submission recorded. Degenerate inputs (n = 0 or 1, zero spread) give NaN intervals
+or explicit answers instead of warnings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+ALPHA = 0.01  # the GPT-2 speedrun rule: mean val loss below the target with p < 0.01
+POWER = 0.8
+BOOTSTRAP_RESAMPLES = 9999
+BOOTSTRAP_SEED = 0
+MAX_RUNS = 1000  # "more runs needed" searches stop here
+
+
+def clean(values) -> np.ndarray:
+    """Finite values only (a diverged run has no final loss; the caller counts it separately)."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    return x[np.isfinite(x)]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, standard deviation and two 95 % intervals of the mean (t-based and bootstrap BCa)."""
+
+    n: int
+    mean: float
+    sd: float
+    ci_t: tuple[float, float]
+    ci_bootstrap: tuple[float, float]
+
+    def as_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    x = clean(values)
+    if len(x) < 2:
+        return (math.nan, math.nan)
+    mean, sd = float(x.mean()), float(x.std(ddof=1))
+    if sd == 0:
+        return (mean, mean)
+    lo, hi = stats.t.interval(confidence, len(x) - 1, loc=mean, scale=sd / math.sqrt(len(x)))
+    return (float(lo), float(hi))
+
+
+def bootstrap_interval(values, confidence: float = CONFIDENCE, seed: int = BOOTSTRAP_SEED,
+                       n_resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    x = clean(values)
+    if len(x) < 2:
+        return (math.nan, math.nan)
+    if np.all(x == x[0]):
+        return (float(x[0]), float(x[0]))
+    res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                          rng=np.random.default_rng(seed), method="BCa")
+    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+def summarize(values, confidence: float = CONFIDENCE) -> Summary:
+    x = clean(values)
+    mean = float(x.mean()) if len(x) else math.nan
+    sd = float(x.std(ddof=1)) if len(x) > 1 else math.nan
+    return Summary(len(x), mean, sd, t_interval(x, confidence), bootstrap_interval(x, confidence))
+
+
+@dataclass(frozen=True)
+class TTest:
+    statistic: float
+    p: float
+    df: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def below_target(values, target: float) -> TTest:
+    """One-sided one-sample t-test of H1: mean < target. Needs two or more values."""
+    x = clean(values)
+    if len(x) < 2:
+        return TTest(math.nan, math.nan, float(max(len(x) - 1, 0)))
+    if np.all(x == x[0]):  # no spread: scipy's limit (t = -inf, p = 0 when below), without its warning
+        below = x[0] < target
+        return TTest(-math.inf if below else math.inf, 0.0 if below else 1.0, float(len(x) - 1))
+    res = stats.ttest_1samp(x, target, alternative="less")
+    return TTest(float(res.statistic), float(res.pvalue), float(res.df))
+
+
+def welch_less(values, reference) -> TTest:
+    """Welch's unequal-variance t-test of H1: mean(values) < mean(reference)."""
+    x, y = clean(values), clean(reference)
+    if len(x) < 2 or len(y) < 2:
+        return TTest(math.nan, math.nan, math.nan)
+    res = stats.ttest_ind(x, y, equal_var=False, alternative="less")
+    return TTest(float(res.statistic), float(res.pvalue), float(res.df))
+
+
+def _power_less(delta: float, se: float, df: float, alpha: float) -> float:
+    """Probability that a one-sided t-test (H1: effect < 0) rejects when the true effect is `delta`."""
+    return float(stats.nct.cdf(stats.t.ppf(alpha, df), df, delta / se))
+
+
+def runs_for_target(values, target: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """How many runs in total the target test would need to pass with probability `power`, if the
+    observed mean and standard deviation were the truth. None when it cannot be estimated (fewer
+    than two values) or no number of runs would do (mean not below the target)."""
+    x = clean(values)
+    if len(x) < 2 or x.mean() >= target:
+        return None
+    sd = x.std(ddof=1)
+    if sd == 0:
+        return 2
+    for n in range(2, MAX_RUNS + 1):
+        if _power_less(x.mean() - target, sd / math.sqrt(n), n - 1, alpha) >= power:
+            return n
+    return None
+
+
+def runs_for_welch(values, reference, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """How many runs the new group would need for Welch's test against `reference` (kept as is)
+    to pass with probability `power`, under the same plug-in assumption as `runs_for_target`."""
+    x, y = clean(values), clean(reference)
+    if len(x) < 2 or len(y) < 2 or x.mean() >= y.mean():
+        return None
+    vx, vy, ny = x.var(ddof=1), y.var(ddof=1), len(y)
+    for n in range(2, MAX_RUNS + 1):
+        a, b = vx / n, vy / ny
+        if a + b == 0:
+            return n
+        df = (a + b) ** 2 / ((a * a / (n - 1) if a else 0) + (b * b / (ny - 1) if b else 0))
+        if _power_less(x.mean() - y.mean(), math.sqrt(a + b), df, alpha) >= power:
+            return n
+    return None
+
+
+def ratio_interval(base, values, confidence: float = CONFIDENCE, seed: int = BOOTSTRAP_SEED,
+                   n_resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float, float]:
+    """Speedup mean(base) / mean(values) with a percentile bootstrap interval (each group resampled
+    independently). The interval is NaN when either group has fewer than two values."""
+    x, y = clean(base), clean(values)
+    if not len(x) or not len(y):
+        return (math.nan, math.nan, math.nan)
+    point = float(x.mean() / y.mean())
+    if len(x) < 2 or len(y) < 2:
+        return (point, math.nan, math.nan)
+    res = stats.bootstrap((x, y), lambda a, b, axis: np.mean(a, axis=axis) / np.mean(b, axis=axis), paired=False,
+                          vectorized=True, confidence_level=confidence, n_resamples=n_resamples,
+                          rng=np.random.default_rng(seed), method="percentile")
+    return (point, float(res.confidence_interval.low), float(res.confidence_interval.high))

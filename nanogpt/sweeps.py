@@ -1,0 +1,279 @@
+"""Searches made of many run.py runs: hyperparameter sweeps (grid or random) and the search for
+the shortest schedule that meets the target. Every run lands in the records table; each search
+appends one entry to records/sweeps.jsonl with its trials, its winner and its tuning budget.
+
+A search is resumable: its trials are a deterministic function of its arguments, and runs that
+the table already holds (same configuration and seed) are reused instead of rerun. Its
+sweep_id is a hash of those arguments, so rerunning the same command completes the same search
+and its latest entry replaces the earlier ones when budgets are added up.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from nanogpt import stats
+from nanogpt.errors import UserError
+from nanogpt.records import SCHEMA_VERSION, append_entry, group_id, sweeps_path
+from nanogpt.runspec import Runner, RunSpec, ensure_runs, resolve
+from nanogpt.submissions import jsonable
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One random-search range: uniform or log-uniform between lo and hi, or a choice of values."""
+
+    name: str
+    kind: str  # "uniform" | "log" | "choice"
+    lo: float = 0.0
+    hi: float = 0.0
+    choices: tuple[str, ...] = ()
+
+
+def _split(item: str, flag: str) -> tuple[str, str]:
+    name, sep, spec = item.partition("=")
+    if not sep or not name.strip() or not spec.strip():
+        raise UserError(f"{flag} {item!r}: expected NAME=SPEC, e.g. {flag} lr=0.01,0.02")
+    return name.strip(), spec.strip()
+
+
+def parse_grid(items: list[str]) -> dict[str, list[str]]:
+    """`--grid lr=0.01,0.02 --grid weight_decay=0,0.01` -> {"lr": ["0.01", "0.02"], ...}."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        name, spec = _split(item, "--grid")
+        if name in grid:
+            raise UserError(f"--grid {name}: given twice; list all its values in one --grid {name}=a,b,c")
+        values = [v.strip() for v in spec.split(",")]
+        if any(not v for v in values) or len(set(values)) != len(values):
+            raise UserError(f"--grid {item!r}: values must be non-empty and distinct")
+        grid[name] = values
+    return grid
+
+
+def parse_random(items: list[str]) -> list[Dimension]:
+    """`lr=log:1e-3:1e-1` (log-uniform), `momentum=0.85:0.99` (uniform), `orthogonalizer=choice:ns5,polar_express`."""
+    dims = []
+    for item in items:
+        name, spec = _split(item, "--random")
+        if name in {d.name for d in dims}:
+            raise UserError(f"--random {name}: given twice")
+        kind, _, rest = spec.partition(":")
+        if kind == "choice":
+            choices = tuple(v.strip() for v in rest.split(",") if v.strip())
+            if not choices:
+                raise UserError(f"--random {item!r}: choice needs values, e.g. {name}=choice:a,b")
+            dims.append(Dimension(name, "choice", choices=choices))
+            continue
+        parts = rest.split(":") if kind == "log" else spec.split(":")
+        try:
+            lo, hi = (float(p) for p in parts)
+        except ValueError:
+            raise UserError(f"--random {item!r}: expected {name}=LO:HI, {name}=log:LO:HI or {name}=choice:A,B") from None
+        if not lo < hi or (kind == "log" and lo <= 0):
+            raise UserError(f"--random {item!r}: need LO < HI{' and LO > 0 for log' if kind == 'log' else ''}")
+        dims.append(Dimension(name, "log" if kind == "log" else "uniform", lo, hi))
+    return dims
+
+
+def grid_trials(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+
+
+def random_trials(dims: list[Dimension], n: int, seed: int, defaults: dict) -> list[dict[str, str]]:
+    """n deterministic draws (the same seed gives the same trials, which is what makes resuming
+    work); integer hyperparameters are rounded, floats kept to 4 significant digits."""
+    if n < 1:
+        raise UserError(f"--trials {n}: must be at least 1")
+    for d in dims:
+        if d.name not in defaults:
+            raise UserError(f"--random {d.name}: unknown hyperparameter; valid keys: {', '.join(sorted(defaults))}")
+    rng = np.random.default_rng(seed)
+    trials = []
+    for _ in range(n):
+        trial = {}
+        for d in dims:
+            if d.kind == "choice":
+                trial[d.name] = d.choices[int(rng.integers(len(d.choices)))]
+                continue
+            u = rng.uniform()
+            value = math.exp(math.log(d.lo) + u * (math.log(d.hi) - math.log(d.lo))) if d.kind == "log" else d.lo + u * (d.hi - d.lo)
+            is_int = isinstance(defaults[d.name], int) and not isinstance(defaults[d.name], bool)
+            trial[d.name] = str(round(value)) if is_int else f"{value:.4g}"
+        trials.append(trial)
+    return trials
+
+
+def sweep_id(description: dict) -> str:
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def summarize_trial(overrides: dict, spec: RunSpec, rows: list[dict]) -> dict:
+    ok = [r["final_val_loss"] for r in rows if r["status"] == "ok"]
+    reached = [r["time_to_target_s"] for r in rows if r["reached_target"]]
+    return jsonable({
+        "overrides": overrides, "group": group_id(spec.key_values()), "run_ids": [r["run_id"] for r in rows],
+        "seeds": [int(r["seed"]) for r in rows], "n": len(rows), "n_reached": len(reached),
+        "n_diverged": sum(r["status"] == "diverged" for r in rows),
+        "mean_final_val_loss": float(np.mean(ok)) if ok else None,
+        "mean_time_to_target_s": float(np.mean(reached)) if reached and len(reached) == len(rows) else None,
+        "device_s": float(sum(float(r["train_time_s"]) * int(r["world_size"]) for r in rows)),
+    })
+
+
+def choose_winner(trials: list[dict]) -> dict | None:
+    """Fastest mean time to target among trials whose every run reached it; if none did, the lowest
+    mean final loss among trials without a diverged run."""
+    timed = [t for t in trials if t["mean_time_to_target_s"] is not None]
+    if timed:
+        best = min(timed, key=lambda t: t["mean_time_to_target_s"])
+        return {"overrides": best["overrides"], "group": best["group"], "criterion": "mean time to target"}
+    stable = [t for t in trials if t["n_diverged"] == 0 and t["mean_final_val_loss"] is not None]
+    if stable:
+        best = min(stable, key=lambda t: t["mean_final_val_loss"])
+        return {"overrides": best["overrides"], "group": best["group"], "criterion": "mean final val loss (no trial reached the target)"}
+    return None
+
+
+def budget(trials: list[dict], launched: int, cpu_s: float, wall_s: float) -> dict:
+    """The tuning budget: trials, runs, and device-seconds of training (train time x processes,
+    over every run of the search, reused or not); plus what this invocation itself spent."""
+    return {"trials": len(trials), "runs": sum(t["n"] for t in trials), "device_s": round(sum(t["device_s"] for t in trials), 3),
+            "launched_now": launched, "process_cpu_s_now": round(cpu_s, 1), "wall_s_now": round(wall_s, 1)}
+
+
+def _entry(kind: str, sid: str, base: RunSpec, search: dict, seeds: list[int], trials: list[dict], winner: dict | None,
+           spent: dict) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "kind": kind, "sweep_id": sid,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "track": base.track.name, "hardware": base.track.hardware, "optimizer": base.optimizer.name, "cli": list(base.cli),
+            "search": search, "seeds": seeds, "trials": trials, "winner": winner, "budget": spent}
+
+
+def run_sweep(track: str, optimizer: str, sets: list[str], steps: int | None, no_compile: bool, nproc: int,
+              trials: list[dict[str, str]], search: dict, seeds: list[int], records_dir: str, runner: Runner,
+              say: Say = print) -> dict:
+    """Run every trial for every seed (reusing recorded runs), then append the search's entry."""
+    if steps is not None and any("steps" in t for t in trials):
+        raise UserError("--steps fixes the schedule length that the search varies; drop --steps")
+    specs = [resolve(track, optimizer, [*sets, *(f"{k}={v}" for k, v in t.items())], steps, no_compile, nproc) for t in trials]
+    sid = sweep_id({"kind": "sweep", "track": track, "optimizer": optimizer, "sets": sets, "steps": steps, "no_compile": no_compile,
+                    "nproc": nproc, "search": search, "seeds": seeds})
+    say(f"sweep {sid}: {len(trials)} trials x {len(seeds)} seeds of {optimizer} on {track}")
+    start, launched, cpu_s, done = time.monotonic(), 0, 0.0, []
+    for i, (overrides, spec) in enumerate(zip(trials, specs), start=1):
+        made = ensure_runs(spec, seeds, records_dir, runner)
+        launched, cpu_s = launched + made.launched, cpu_s + made.cpu_s
+        t = summarize_trial(overrides, spec, made.rows)
+        done.append(t)
+        say(f"  trial {i}/{len(trials)} {_show(overrides)}: final loss {_num(t['mean_final_val_loss'], '.4f')}, "
+            f"time to target {_num(t['mean_time_to_target_s'], '.1f')} s, {t['n_reached']}/{t['n']} reached"
+            f"{', reused' if not made.launched else ''}")
+    winner = choose_winner(done)
+    base = resolve(track, optimizer, sets, steps, no_compile, nproc)
+    entry = _entry("sweep", sid, base, search, seeds, done, winner, budget(done, launched, cpu_s, time.monotonic() - start))
+    append_entry(sweeps_path(records_dir), entry)
+    return entry
+
+
+def probe_passes(trial: dict, rows: list[dict], target: float, alpha: float) -> dict:
+    """A step-search probe passes when no run diverged and the mean final loss is below the
+    target with p < alpha (the submission rule)."""
+    test = stats.below_target([r["final_val_loss"] for r in rows if r["status"] == "ok"], target)
+    return jsonable({**trial, "p": test.p, "passed": bool(trial["n_diverged"] == 0 and test.p < alpha)})
+
+
+def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, nproc: int, seeds: list[int], records_dir: str,
+               runner: Runner, start: int, max_steps: int | None, tolerance: float, alpha: float = stats.ALPHA,
+               say: Say = print) -> dict:
+    """The shortest schedule (--steps) whose runs meet the target with significance: double (or
+    halve) from `start` to bracket it, then bisect until the bracket is within `tolerance` (a
+    fraction of the step count). Assumes longer schedules do not end at a worse loss."""
+    base = resolve(track, optimizer, sets, start, no_compile, nproc)
+    cap = max_steps or base.track.max_steps
+    if not 1 <= start <= cap:
+        raise UserError(f"--start {start}: must lie in [1, {cap}] (the track's step budget or --max-steps)")
+    if len(seeds) < 2:
+        raise UserError("--seeds: the target test needs at least 2 seeds per step count")
+    search = {"start": start, "max_steps": cap, "tolerance": tolerance, "alpha": alpha}
+    sid = sweep_id({"kind": "steps", "track": track, "optimizer": optimizer, "sets": sets, "no_compile": no_compile, "nproc": nproc,
+                    "search": search, "seeds": seeds})
+    say(f"step search {sid}: {optimizer} on {track}, {len(seeds)} seeds per step count, target {base.track.target}")
+    t0, probes, spent = time.monotonic(), {}, {"launched": 0, "cpu_s": 0.0}
+
+    def probe(steps: int) -> bool:
+        if steps not in probes:
+            spec = resolve(track, optimizer, sets, steps, no_compile, nproc)
+            made = ensure_runs(spec, seeds, records_dir, runner)
+            spent["launched"] += made.launched
+            spent["cpu_s"] += made.cpu_s
+            probes[steps] = probe_passes(summarize_trial({"steps": str(steps)}, spec, made.rows), made.rows, spec.track.target, alpha)
+            p = probes[steps]
+            say(f"  steps {steps}: mean final loss {_num(p['mean_final_val_loss'], '.4f')}, p = {_num(p['p'], '.3g')} -> "
+                f"{'meets' if p['passed'] else 'misses'} the target")
+        return probes[steps]["passed"]
+
+    lo, hi = 0, None
+    if probe(start):
+        hi = start
+        while hi > 1 and probe(hi // 2):
+            hi //= 2
+        lo = hi // 2
+    else:
+        lo = start
+        while lo < cap:
+            nxt = min(2 * lo, cap)
+            if probe(nxt):
+                hi = nxt
+                break
+            lo = nxt
+    while hi is not None and hi - lo > max(1, int(tolerance * hi)):
+        mid = (lo + hi) // 2
+        if probe(mid):
+            hi = mid
+        else:
+            lo = mid
+    trials = [probes[s] for s in sorted(probes)]
+    winner = None if hi is None else {"overrides": {"steps": str(hi)}, "group": probes[hi]["group"],
+                                      "criterion": f"shortest schedule meeting the target with p < {alpha}"}
+    entry = _entry("steps", sid, base, search, seeds, trials, winner,
+                   budget(trials, spent["launched"], spent["cpu_s"], time.monotonic() - t0))
+    append_entry(sweeps_path(records_dir), entry)
+    return entry
+
+
+def steps_winner(trials: list[dict]) -> int | None:
+    """The shortest passing probe (what the bisection converges to), for verification."""
+    passed = [int(t["overrides"]["steps"]) for t in trials if t["passed"]]
+    return min(passed, default=None)
+
+
+def submit_command(entry: dict, seeds: str = "0-4") -> str | None:
+    """The scripts/submit.py command line for a search's winner."""
+    if entry["winner"] is None:
+        return None
+    cli, overrides = list(entry["cli"]), entry["winner"]["overrides"]
+    if "steps" in overrides and "--steps" in cli:
+        i = cli.index("--steps")
+        del cli[i : i + 2]
+    cli += [a for k, v in overrides.items() for a in (("--steps", v) if k == "steps" else ("--set", f"{k}={v}"))]
+    return " ".join(["python scripts/submit.py", *cli, "--seeds", seeds])
+
+
+def _show(overrides: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in overrides.items()) or "(defaults)"
+
+
+def _num(x, spec: str) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)

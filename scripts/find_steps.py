@@ -1,0 +1,63 @@
+"""Find the shortest schedule (--steps) whose runs meet the target with significance.
+
+    python scripts/find_steps.py --optimizer muon --seeds 0-2 [--start 400] [--max-steps 1200] [--tolerance 0.05]
+
+Each probed step count is run with every seed (recorded runs are reused, so an interrupted
+search resumes); a step count passes when no run diverged and the mean final val loss is below
+the target with p < 0.01. The search doubles or halves from --start to bracket the answer, then
+bisects until the bracket is within --tolerance of it. Every run is recorded, and the search
+(probes, winner, budget) is appended to records/sweeps.jsonl. Exit status 1 if no step count up
+to the maximum meets the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nanogpt.errors import UserError  # noqa: E402
+from nanogpt.runspec import Runner, add_run_arguments, parse_seeds, subprocess_runner  # noqa: E402
+from nanogpt.sweeps import find_steps, submit_command  # noqa: E402
+from nanogpt.tracks import get_track  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Shortest schedule length meeting the target with significance.")
+    add_run_arguments(p)
+    p.add_argument("--seeds", default="0-2", help="seeds per step count (at least 2; default 0-2)")
+    p.add_argument("--start", type=int, default=None, help="first step count to try (default: --steps or the track's)")
+    p.add_argument("--max-steps", type=int, default=None, help="largest step count to try (default: the track's budget)")
+    p.add_argument("--tolerance", type=float, default=0.05, help="stop when the bracket is within this fraction (default 0.05)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if not 0 <= args.tolerance < 1:
+            raise UserError(f"--tolerance {args.tolerance}: must lie in [0, 1)")
+        start = args.start or args.steps or get_track(args.track).steps
+        runner = runner or subprocess_runner(args.nproc, args.save_checkpoint)
+        entry = find_steps(args.track, args.optimizer, args.set, args.no_compile, args.nproc, parse_seeds(args.seeds),
+                           args.records_dir, runner, start, args.max_steps, args.tolerance)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume (recorded runs are reused)", file=sys.stderr)
+        return 130
+    b = entry["budget"]
+    print(f"budget: {b['trials']} step counts, {b['runs']} runs, {b['device_s']:.0f} device-seconds of training")
+    if entry["winner"] is None:
+        print(f"no step count up to {entry['search']['max_steps']} meets the target")
+        return 1
+    print(f"shortest schedule meeting the target: --steps {entry['winner']['overrides']['steps']}  [group {entry['winner']['group']}]")
+    print(f"next: {submit_command(entry)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Submit n runs of one configuration and let the harness decide (records/README.md has the rules).
+
+    python scripts/submit.py --optimizer muon --seeds 0-4 [--set lr=0.03] [--steps 300]
+    python scripts/submit.py --optimizer muon --seeds 0-4 --collect-only     # only runs already recorded
+    python scripts/submit.py --runs RUN_ID RUN_ID ...                         # exactly these runs
+
+Seeds without a completed run of the configuration are run (python run.py --quiet ...); runs
+already in the table are reused. The decision and its numbers are appended to
+records/submissions.jsonl, which the leaderboards read. Exit status: 0 with evidence, 1 without,
+2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nanogpt.errors import UserError  # noqa: E402
+from nanogpt.records import append_entry, group_id, read_entries, read_table, submissions_path  # noqa: E402
+from nanogpt.runspec import Runner, add_run_arguments, ensure_runs, parse_seeds, spec_from_args, subprocess_runner  # noqa: E402
+from nanogpt.submissions import check_group, current_record, describe, make_entry  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Run or collect n seeds of one configuration and decide whether it meets the target "
+                                            "and beats the track's record.")
+    add_run_arguments(p)
+    p.add_argument("--seeds", help="seeds to submit, e.g. 0-4 or 0,1,2 (each one independent run)")
+    p.add_argument("--collect-only", action="store_true", help="never launch run.py; every seed must already be recorded")
+    p.add_argument("--runs", nargs="+", metavar="RUN_ID", help="submit exactly these recorded runs (instead of --seeds)")
+    p.add_argument("--dry-run", action="store_true", help="print the decision without appending it to submissions.jsonl")
+    return p.parse_args(argv)
+
+
+def named_runs(records_dir: str, run_ids: list[str]) -> list[dict]:
+    df = read_table(records_dir).set_index("run_id", drop=False)
+    missing = [r for r in run_ids if r not in df.index]
+    if missing:
+        raise UserError(f"run {missing[0]} is not in {records_dir}/records.csv")
+    return [df.loc[r].to_dict() for r in run_ids]
+
+
+def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if bool(args.runs) == bool(args.seeds):
+            raise UserError("give either --seeds (run or collect those seeds) or --runs (exactly these runs)")
+        if args.runs:
+            rows = named_runs(args.records_dir, args.runs)
+        else:
+            spec = spec_from_args(args)
+            runner = runner or subprocess_runner(args.nproc, args.save_checkpoint)
+            rows = ensure_runs(spec, parse_seeds(args.seeds), args.records_dir, runner, args.collect_only).rows
+        check_group(rows)
+        path = submissions_path(args.records_dir)
+        record = current_record(read_entries(path, ("submission",)), rows[0]["track"], rows[0]["hardware"], group_id(rows[0]))
+        entry = make_entry(rows, record)
+        if not args.dry_run:
+            append_entry(path, entry)
+        print(describe(entry))
+        if not args.dry_run:
+            print(f"recorded in {path}")
+        return 0 if entry["evidence"] else 1
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was submitted (recorded runs are reused when you rerun the command)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Hyperparameter sweep: a grid or a random search, several seeds per trial, every trial a
+recorded run.py run; resumable (rerun the same command: recorded runs are reused).
+
+    python scripts/sweep.py --optimizer muon --grid lr=0.01,0.02,0.04 --grid weight_decay=0,0.01 --seeds 0,1
+    python scripts/sweep.py --optimizer adamw --random lr=log:1e-3:1e-1 --random adam_beta2=0.9:0.999 --trials 8 --seeds 0
+
+Random ranges: NAME=LO:HI (uniform), NAME=log:LO:HI (log-uniform), NAME=choice:A,B (integer
+hyperparameters are rounded). The search's trials, winner and tuning budget (trials, runs,
+device-seconds) are appended to records/sweeps.jsonl; the leaderboard shows the budget next to
+the winning configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nanogpt.errors import UserError  # noqa: E402
+from nanogpt.runspec import Runner, add_run_arguments, parse_seeds, spec_from_args, subprocess_runner  # noqa: E402
+from nanogpt.sweeps import grid_trials, parse_grid, parse_random, random_trials, run_sweep, submit_command  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Grid or random hyperparameter search over recorded runs.")
+    add_run_arguments(p)
+    p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2", help="grid values of one hyperparameter (repeatable)")
+    p.add_argument("--random", action="append", default=[], metavar="NAME=SPEC", help="random-search range (repeatable)")
+    p.add_argument("--trials", type=int, default=8, help="random-search trials (default 8)")
+    p.add_argument("--search-seed", type=int, default=0, help="seed of the random draws (default 0)")
+    p.add_argument("--seeds", default="0", help="run seeds per trial, e.g. 0,1 (default 0)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if bool(args.grid) == bool(args.random):
+            raise UserError("give --grid NAME=V1,V2 ... or --random NAME=SPEC ... (one kind of search)")
+        seeds = parse_seeds(args.seeds)
+        base = spec_from_args(args)
+        if args.grid:
+            grid = parse_grid(args.grid)
+            trials, search = grid_trials(grid), {"grid": grid}
+        else:
+            trials = random_trials(parse_random(args.random), args.trials, args.search_seed, base.hparams)
+            search = {"random": args.random, "trials": args.trials, "search_seed": args.search_seed}
+        entry = run_sweep(args.track, args.optimizer, args.set, args.steps, args.no_compile, args.nproc, trials, search, seeds,
+                          args.records_dir, runner or subprocess_runner(args.nproc, args.save_checkpoint))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume (recorded runs are reused)", file=sys.stderr)
+        return 130
+    b = entry["budget"]
+    print(f"budget: {b['trials']} trials, {b['runs']} runs, {b['device_s']:.0f} device-seconds of training "
+          f"({b['launched_now']} runs launched now, {b['process_cpu_s_now']:.0f} CPU-s)")
+    if entry["winner"] is None:
+        print("no winner: every trial diverged")
+        return 1
+    w = entry["winner"]
+    print(f"winner ({w['criterion']}): " + " ".join(f"--set {k}={v}" for k, v in w["overrides"].items()) + f"  [group {w['group']}]")
+    print(f"next: {submit_command(entry)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

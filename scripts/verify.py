@@ -1,0 +1,48 @@
+"""Verify runs, submissions and sweeps from the logs alone.
+
+    python scripts/verify.py                       # everything in records/
+    python scripts/verify.py RUN_OR_SUBMISSION_ID  # one run, or one submission and its runs
+    python scripts/verify.py --records-dir DIR
+
+For every run: the embedded code must match its hashes, the training lines must be possible,
+and the final loss, time/steps/tokens to target and status recomputed from them must equal the
+log's result and the table row. For every submission and sweep: its statistics, decision,
+budget and winner must recompute from the verified runs. Exit status 1 if anything fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nanogpt.errors import UserError  # noqa: E402
+from nanogpt.tracks import ROOT  # noqa: E402
+from nanogpt.verify import verify_records  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Recompute every recorded figure from the logs and check the embedded code.")
+    p.add_argument("ids", nargs="*", help="run ids, submission ids or sweep ids (default: everything)")
+    p.add_argument("--records-dir", default=str(ROOT / "records"), help="records folder (default: records/)")
+    args = p.parse_args(argv)
+    try:
+        report = verify_records(args.records_dir, set(args.ids) or None)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for subject, problems in report.results.items():
+        print(f"{'ok  ' if not problems else 'FAIL'} {subject}")
+        for problem in problems:
+            print(f"       - {problem}")
+    for note in report.notes:
+        print(f"note: {note}")
+    failed = len(report.failed)
+    print(f"{len(report.results) - failed} verified, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

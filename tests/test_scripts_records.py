@@ -1,0 +1,380 @@
+"""The records CLIs end to end: submit decides and records, verify catches tampering (including a
+real run's log edited by hand), rebuild reproduces the table, sweeps and step searches record
+every run and resume after an interruption. Synthetic runs go through run.py's argument parsing,
+configuration, log writer and row builder (tests/fake_runs.py); one real run checks the rest."""
+
+import importlib.util
+import json
+import shutil
+
+import pytest
+from fake_runs import fake_run, record
+
+import run
+from nanogpt.leaderboard import leaderboard, load_records
+from nanogpt.records import read_entries, read_raw_rows, read_table, submissions_path, sweeps_path, table_path
+from nanogpt.tracks import ROOT
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+submit, verify, rebuild, sweep, find_steps = (script(n) for n in ("submit", "verify", "rebuild_records", "sweep", "find_steps"))
+
+
+class Counting:
+    """A runner that records synthetic runs and counts launches (optionally interrupted at call k)."""
+
+    def __init__(self, interrupt_at: int | None = None, **kwargs):
+        self.calls, self.interrupt_at, self.kwargs = 0, interrupt_at, kwargs
+
+    def __call__(self, argv: list[str]) -> int:
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        return fake_run(argv, **self.kwargs)
+
+
+def submissions(d):
+    return read_entries(submissions_path(d), ("submission",))
+
+
+def args(d, *extra):
+    return ["--records-dir", str(d), "--steps", "60", *extra]
+
+
+# ---- submissions ------------------------------------------------------------------------------
+
+
+def test_submit_runs_missing_seeds_reuses_recorded_ones_and_records_the_decision(tmp_path, capsys):
+    record(tmp_path, "muon", [0, 1])
+    runner = Counting()
+    assert submit.main(args(tmp_path, "--optimizer", "muon", "--seeds", "0-3"), runner) == 0
+    assert runner.calls == 2  # seeds 2 and 3
+    (entry,) = submissions(tmp_path)
+    assert [r["seed"] for r in entry["runs"]] == [0, 1, 2, 3] and entry["n"] == 4
+    assert entry["evidence"] and entry["new_record"] and entry["target_test"]["p"] < 0.01
+    loss = entry["final_val_loss"]
+    assert loss["ci_t"][0] < loss["mean"] < loss["ci_t"][1] and loss["ci_bootstrap"][0] < loss["mean"] < loss["ci_bootstrap"][1]
+    assert entry["time_to_target_s"]["n"] == 4
+    out = capsys.readouterr().out
+    assert "evidence ✓, NEW RECORD" in out and "recorded in" in out
+
+
+def test_submit_refuses_repeated_seeds(tmp_path, capsys):
+    assert submit.main(args(tmp_path, "--optimizer", "muon", "--seeds", "0,1,0"), Counting()) == 2
+    assert "seed 0 appears twice" in capsys.readouterr().err
+    record(tmp_path, "muon", [0, 0, 1])
+    assert submit.main(args(tmp_path, "--optimizer", "muon", "--seeds", "0,1"), Counting()) == 2
+    assert "seed 0 was run 2 times in this configuration" in capsys.readouterr().err
+    ids = list(read_table(tmp_path)["run_id"])
+    assert submit.main(["--records-dir", str(tmp_path), "--runs", ids[0], ids[1]]) == 2
+    assert "repeat seed 0" in capsys.readouterr().err
+    assert not submissions_path(tmp_path).exists()
+
+
+def test_submit_refuses_mixed_configurations(tmp_path, capsys):
+    record(tmp_path, "muon", [0])
+    record(tmp_path, "muon", [1], "lr=0.03")
+    record(tmp_path, "adamw", [2])
+    ids = list(read_table(tmp_path)["run_id"])
+    assert submit.main(["--records-dir", str(tmp_path), "--runs", ids[0], ids[1]]) == 2
+    assert "differ in hparams:" in capsys.readouterr().err
+    assert submit.main(["--records-dir", str(tmp_path), "--runs", ids[0], ids[2]]) == 2
+    assert "differ in optimizer, code_sha256, hparams" in capsys.readouterr().err
+
+
+def test_every_run_missing_the_target_is_no_evidence(tmp_path, capsys):
+    assert submit.main(args(tmp_path, "--optimizer", "adamw", "--set", "lr=0.03", "--seeds", "0-2"), Counting()) == 1
+    (entry,) = submissions(tmp_path)
+    assert not entry["evidence"] and not entry["new_record"] and entry["n_reached"] == 0
+    assert entry["time_to_target_s"]["n"] == 0 and entry["time_to_target_s"]["mean"] is None
+    assert entry["runs_needed"]["target"] is None  # the mean is above the target: more runs cannot help
+    assert any("is not below the target" in r for r in entry["reasons"])
+    assert "evidence ✗" in capsys.readouterr().out
+
+
+def test_a_diverged_run_in_the_set_is_no_evidence(tmp_path):
+    assert submit.main(args(tmp_path, "--optimizer", "muon", "--seeds", "0-3"), Counting(diverge_seeds=(2,))) == 1
+    (entry,) = submissions(tmp_path)
+    assert entry["n_diverged"] == 1 and entry["final_val_loss"]["n"] == 3
+    assert entry["target_test"]["passed"] and not entry["evidence"]  # the others pass, but a seed blew up
+    assert entry["reasons"] == ["1 of 4 runs diverged"]
+
+
+def test_one_run_is_no_evidence(tmp_path):
+    assert submit.main(args(tmp_path, "--optimizer", "muon", "--seeds", "5"), Counting()) == 1
+    (entry,) = submissions(tmp_path)
+    assert not entry["evidence"] and entry["runs_needed"] == {"target": None, "record": None}
+    assert "a single run cannot show significance" in entry["reasons"][0]
+
+
+def test_short_evidence_estimates_the_runs_needed_and_more_seeds_settle_it(tmp_path, capsys):
+    runner = Counting(noise=0.03)  # noisy seeds: two runs are not enough
+    cmd = args(tmp_path, "--optimizer", "muon", "--steps", "40")
+    assert submit.main([*cmd, "--seeds", "0,1"], runner) == 1
+    (short,) = submissions(tmp_path)
+    assert short["final_val_loss"]["mean"] < short["target"] and short["target_test"]["p"] > 0.01
+    needed = short["runs_needed"]["target"]
+    assert 2 < needed <= 10
+    assert f"about {needed} runs in total (+{needed - 2})" in capsys.readouterr().out
+    assert submit.main([*cmd, "--seeds", f"0-{needed + 1}"], runner) == 0  # the same seeds plus new ones
+    assert runner.calls == needed + 2 and submissions(tmp_path)[1]["evidence"]
+
+
+def test_welch_against_the_current_record(tmp_path):
+    assert submit.main(args(tmp_path, "--optimizer", "adamw", "--seeds", "0-4"), Counting()) == 0
+    adamw = submissions(tmp_path)[0]
+    assert adamw["new_record"] and adamw["record_test"]["against"] is None
+    assert submit.main(args(tmp_path, "--optimizer", "muon", "--seeds", "0-4"), Counting()) == 0
+    muon = submissions(tmp_path)[1]
+    assert muon["record_test"]["against"] == adamw["submission_id"]
+    assert muon["record_test"]["passed"] and muon["new_record"]
+    assert muon["time_to_target_s"]["mean"] < adamw["time_to_target_s"]["mean"]
+    # same speed as the Muon record (reaches the target at the same evaluation): evidence, but no record
+    assert submit.main(args(tmp_path, "--optimizer", "muon", "--set", "lr=0.025", "--seeds", "0-4"), Counting()) == 0
+    third = submissions(tmp_path)[2]
+    assert third["evidence"] and not third["new_record"]
+    assert third["record_test"]["against"] == muon["submission_id"] and not third["record_test"]["passed"]
+    assert any("not faster than the record" in r for r in third["reasons"])
+
+
+# ---- verify -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def recorded(tmp_path):
+    """Two submitted groups, a diverged run and a sweep, all synthetic."""
+    assert submit.main(args(tmp_path, "--optimizer", "adamw", "--seeds", "0-2"), Counting()) == 0
+    assert submit.main(args(tmp_path, "--optimizer", "muon", "--seeds", "0-2"), Counting()) == 0
+    assert sweep.main(args(tmp_path, "--optimizer", "muon", "--grid", "lr=0.01,0.02", "--seeds", "0,1"), Counting()) == 0
+    record(tmp_path, "muon", [9], "lr=3.0")
+    return tmp_path
+
+
+def test_verify_accepts_honest_records(recorded, capsys):
+    assert verify.main(["--records-dir", str(recorded)]) == 0
+    out = capsys.readouterr().out
+    assert "0 failed" in out and "ok   submission" in out and "ok   sweep" in out
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_verify_reports_an_edited_table_row(recorded, capsys):
+    rec = read_raw_rows(recorded)[0][1]
+    _edit(table_path(recorded), f",{rec['final_val_loss']},", f",{float(rec['final_val_loss']) - 0.01:.4f},")
+    assert verify.main(["--records-dir", str(recorded)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL {rec['run_id']}" in out and "table: final_val_loss" in out
+    assert "run " + rec["run_id"] + " failed verification" in out  # and the submission that uses it
+
+
+def test_verify_reports_an_edited_log_line(recorded, capsys):
+    rec = read_raw_rows(recorded)[0][1]
+    log = recorded / rec["log"]
+    final = next(line for line in log.read_text().splitlines() if line.startswith("step:60/60 val_loss:"))
+    _edit(log, final, final.replace("val_loss:1.", "val_loss:0."))
+    assert verify.main(["--records-dir", str(recorded), rec["run_id"]]) == 1
+    out = capsys.readouterr().out
+    assert "result section: final_val_loss" in out and "table: final_val_loss" in out
+
+
+@pytest.mark.parametrize("new, message", [
+    ("def build(params, hp, mode1):", "optimizer adamw.py does not match its recorded sha256"),  # same length
+    ("def build(params, hp, model):  # faster", "embedded optimizer adamw.py is not"),  # longer
+])
+def test_verify_reports_edited_embedded_code(recorded, capsys, new, message):
+    rec = read_raw_rows(recorded)[0][1]
+    _edit(recorded / rec["log"], "def build(params, hp, model):", new)
+    assert verify.main(["--records-dir", str(recorded)]) == 1
+    assert message in capsys.readouterr().out
+
+
+def test_verify_reports_an_edited_submission(recorded, capsys):
+    path = submissions_path(recorded)
+    lines = path.read_text().splitlines()
+    entry = json.loads(lines[1])
+    entry["final_val_loss"]["mean"] -= 0.05
+    lines[1] = json.dumps(entry, sort_keys=True)
+    path.write_text("\n".join(lines) + "\n")
+    assert verify.main(["--records-dir", str(recorded)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL submission {entry['submission_id']}" in out and "final_val_loss.mean: recorded" in out
+
+
+def test_verify_reports_a_forged_sweep_budget(recorded, capsys):
+    path = sweeps_path(recorded)
+    entry = json.loads(path.read_text())
+    entry["budget"]["device_s"] /= 2
+    path.write_text(json.dumps(entry) + "\n")
+    assert verify.main(["--records-dir", str(recorded)]) == 1
+    assert "budget device_s" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory):
+    """One real two-step run of run.py (the true trainer and writer)."""
+    d = tmp_path_factory.mktemp("real")
+    assert run.main(["--no-compile", "--steps", "2", "--records-dir", str(d), "--quiet", "--seed", "0", "--optimizer", "adamw"]) == 0
+    return d
+
+
+def test_verify_catches_a_real_log_edited_by_hand(real_run, tmp_path, capsys):
+    d = tmp_path / "records"
+    shutil.copytree(real_run, d)
+    assert verify.main(["--records-dir", str(d)]) == 0
+    rec = read_raw_rows(d)[0][1]
+    log = d / rec["log"]
+    last = [line for line in log.read_text().splitlines() if "val_loss:" in line][-1]
+    loss = last.split("val_loss:")[1].split()[0]
+    _edit(log, last, last.replace(f"val_loss:{loss}", f"val_loss:{float(loss) - 0.5:.4f}"))
+    assert verify.main(["--records-dir", str(d)]) == 1
+    assert "final_val_loss" in capsys.readouterr().out
+
+
+def test_rebuild_of_a_real_run_reproduces_its_row(real_run, tmp_path):
+    d = tmp_path / "records"
+    shutil.copytree(real_run, d)
+    before = read_raw_rows(d)
+    table_path(d).unlink()
+    assert rebuild.main(["--records-dir", str(d)]) == 0
+    assert read_raw_rows(d) == before
+
+
+# ---- rebuild ----------------------------------------------------------------------------------
+
+
+def test_rebuild_reproduces_the_table_from_the_logs(recorded, capsys):
+    before = {rec["run_id"]: rec for _, rec in read_raw_rows(recorded)}
+    table_path(recorded).unlink()
+    assert rebuild.main(["--records-dir", str(recorded)]) == 0
+    assert {rec["run_id"]: rec for _, rec in read_raw_rows(recorded)} == before
+    assert rebuild.main(["--records-dir", str(recorded), "--check"]) == 0
+    assert "the table matches" in capsys.readouterr().out
+
+
+def test_rebuild_check_reports_a_difference(recorded, capsys):
+    rec = read_raw_rows(recorded)[0][1]
+    _edit(table_path(recorded), f",{rec['train_time_s']},", ",0.001,")
+    assert rebuild.main(["--records-dir", str(recorded), "--check"]) == 1
+    assert f"{rec['run_id']}: train_time_s is '0.001' in the table" in capsys.readouterr().out
+
+
+def test_rebuild_indexes_a_killed_run_as_interrupted(tmp_path):
+    record(tmp_path, "muon", [0])
+    log = tmp_path / read_raw_rows(tmp_path)[0][1]["log"]
+    text = log.read_text()
+    log.write_text(text[: text.index("step:60/60 val_loss:")])  # killed before the last evaluation
+    table_path(tmp_path).unlink()
+    assert rebuild.main(["--records-dir", str(tmp_path)]) == 0
+    row = read_table(tmp_path).iloc[0]
+    assert row.status == "interrupted" and row.steps == 60 and row.final_val_loss != row.final_val_loss  # NaN
+    assert verify.main(["--records-dir", str(tmp_path)]) == 0
+
+
+def test_rebuild_without_logs_is_an_error(tmp_path, capsys):
+    assert rebuild.main(["--records-dir", str(tmp_path)]) == 2
+    assert "logs does not exist" in capsys.readouterr().err
+
+
+# ---- sweeps -----------------------------------------------------------------------------------
+
+GRID = ["--optimizer", "muon", "--grid", "lr=0.01,0.02,0.04", "--grid", "weight_decay=0,0.01", "--seeds", "0,1"]
+
+
+def test_grid_sweep_records_every_trial_budget_and_winner(tmp_path, capsys):
+    runner = Counting()
+    assert sweep.main(args(tmp_path, *GRID), runner) == 0
+    assert runner.calls == 12 and len(read_table(tmp_path)) == 12
+    (entry,) = read_entries(sweeps_path(tmp_path), ("sweep",))
+    assert entry["budget"]["trials"] == 6 and entry["budget"]["runs"] == 12
+    assert entry["budget"]["device_s"] == pytest.approx(read_table(tmp_path)["train_time_s"].sum())
+    assert entry["winner"]["overrides"]["lr"] == "0.02"  # the fake loss is lowest at the optimizer's default lr
+    out = capsys.readouterr().out
+    assert "winner (mean time to target): --set lr=0.02" in out
+    assert "next: python scripts/submit.py --track tiny-cpu --optimizer muon --steps 60 --set lr=0.02 --set weight_decay=" in out
+
+
+def test_sweep_resumes_after_an_interruption(tmp_path, capsys):
+    assert sweep.main(args(tmp_path, *GRID), Counting(interrupt_at=5)) == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err
+    assert len(read_table(tmp_path)) == 4 and not sweeps_path(tmp_path).exists()
+    runner = Counting()
+    assert sweep.main(args(tmp_path, *GRID), runner) == 0
+    assert runner.calls == 8  # only what was missing
+    again = Counting()
+    assert sweep.main(args(tmp_path, *GRID), again) == 0
+    assert again.calls == 0
+    first, second = read_entries(sweeps_path(tmp_path), ("sweep",))
+    assert first["sweep_id"] == second["sweep_id"] and first["budget"]["runs"] == second["budget"]["runs"] == 12
+    table = leaderboard(load_records(tmp_path), "tiny-cpu")
+    winner = table[table["group"] == second["winner"]["group"]].iloc[0]
+    assert (winner.tuning_trials, winner.tuning_runs) == (6, 12)  # counted once, not per invocation
+
+
+def test_random_search_is_deterministic_and_typed(tmp_path):
+    cmd = args(tmp_path, "--optimizer", "muon", "--random", "lr=log:1e-3:1e-1", "--random", "ns_steps=3:6",
+               "--trials", "4", "--seeds", "0")
+    assert sweep.main(cmd, Counting()) == 0
+    (entry,) = read_entries(sweeps_path(tmp_path), ("sweep",))
+    lrs = [float(t["overrides"]["lr"]) for t in entry["trials"]]
+    assert len(set(lrs)) == 4 and all(1e-3 <= lr <= 1e-1 for lr in lrs)
+    assert all(t["overrides"]["ns_steps"] in ("3", "4", "5", "6") for t in entry["trials"])  # an int hyperparameter
+    runner = Counting()
+    assert sweep.main(cmd, runner) == 0 and runner.calls == 0  # same draws: all reused
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--grid", "lrr=0.1"], "unknown hyperparameter"),
+    (["--grid", "lr=0.1,0.1"], "distinct"),
+    (["--random", "lr=log:0:1"], "LO > 0"),
+    (["--grid", "lr=0.1", "--random", "lr=0:1"], "one kind of search"),
+    (["--grid", "steps=10,20"], "drop --steps"),
+])
+def test_bad_sweep_arguments_fail_before_any_run(tmp_path, capsys, extra, message):
+    runner = Counting()
+    assert sweep.main(args(tmp_path, "--optimizer", "muon", *extra), runner) == 2
+    assert message in capsys.readouterr().err and runner.calls == 0
+
+
+def test_find_steps_finds_the_shortest_significant_schedule(tmp_path, capsys):
+    runner = Counting()
+    cmd = ["--records-dir", str(tmp_path), "--optimizer", "muon", "--seeds", "0-2", "--start", "20", "--tolerance", "0"]
+    assert find_steps.main(cmd, runner) == 0
+    (entry,) = read_entries(sweeps_path(tmp_path), ("steps",))
+    probes = {int(t["overrides"]["steps"]): t["passed"] for t in entry["trials"]}
+    best = int(entry["winner"]["overrides"]["steps"])
+    assert probes[best] and not probes[best - 1]  # bisected down to one step
+    assert 28 < best <= 31  # the fake curve: 1.48 + 4.05 exp(-T/8) crosses 1.60 at T = 28.1
+    assert runner.calls == 3 * len(probes) == entry["budget"]["runs"] == len(read_table(tmp_path))
+    out = capsys.readouterr().out
+    assert f"next: python scripts/submit.py --track tiny-cpu --optimizer muon --steps {best} --seeds 0-4" in out
+    again = Counting()
+    assert find_steps.main(cmd, again) == 0 and again.calls == 0  # resumable
+    assert verify.main(["--records-dir", str(tmp_path)]) == 0
+
+
+def test_find_steps_reports_an_unreachable_target(tmp_path, capsys):
+    cmd = ["--records-dir", str(tmp_path), "--optimizer", "sgd", "--seeds", "0,1", "--start", "20", "--max-steps", "80"]
+    assert find_steps.main(cmd, Counting()) == 1
+    assert "no step count up to 80 meets the target" in capsys.readouterr().out
+    (entry,) = read_entries(sweeps_path(tmp_path), ("steps",))
+    assert entry["winner"] is None and entry["budget"]["runs"] == 3 * 2
+
+
+@pytest.mark.slow
+def test_submit_launches_real_runs(tmp_path, capsys):
+    """The default runner: python run.py --quiet in a subprocess, per missing seed."""
+    code = submit.main(["--records-dir", str(tmp_path), "--optimizer", "adamw", "--steps", "2", "--no-compile", "--seeds", "0,1"])
+    assert code == 1  # two steps are far from the target
+    (entry,) = submissions(tmp_path)
+    assert entry["n"] == 2 and not entry["evidence"]
+    assert verify.main(["--records-dir", str(tmp_path)]) == 0
