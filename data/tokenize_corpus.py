@@ -31,6 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from nanogpt.data import shard_token_count, write_shard  # noqa: E402
 from nanogpt.errors import UserError  # noqa: E402
 from nanogpt.tokenizer import encode_document  # noqa: E402
 
@@ -110,8 +111,6 @@ class ShardWriter:
             tokens = tokens[take:]
 
     def _flush(self) -> None:
-        from nanogpt.data import write_shard  # see the module docstring
-
         index = len(self.paths)
         path = self.out / f"{self.prefix}_{'val' if index == 0 else 'train'}_{index:06d}.bin"
         write_shard(path, self.buffer[: self.fill])
@@ -180,8 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from nanogpt.data import shard_token_count
-
     total = sum(shard_token_count(p) for p in paths)
     print(f"{args.out}: 1 validation + {len(paths) - 1} training shards, {total:,} tokens "
           f"({paths[0].name} holds the first {shard_token_count(paths[0]):,})")

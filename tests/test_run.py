@@ -87,12 +87,41 @@ def test_malformed_records_table_names_the_line(tmp_path, capsys):
     assert len((tmp_path / "records.csv").read_text().splitlines()) == 4  # the new row was still appended
 
 
+POISON_OPTIMIZER = """
+import torch
+
+DEFAULTS = {"lr": 0.1}
+
+
+class Poison(torch.optim.Optimizer):
+    # SGD that writes NaN into the weights on its third step: a deterministic divergence, whatever the platform.
+    def __init__(self, params, lr):
+        super().__init__(params, {"lr": lr})
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self):
+        self.steps += 1
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(p.grad, alpha=-group["lr"])
+                if self.steps == 3:
+                    p.fill_(float("nan"))
+
+
+def build(params, hp, model):
+    return [Poison([p for ps in params.values() for p in ps], hp["lr"])]
+"""
+
+
 def test_divergence_stops_and_is_recorded(tmp_path, capsys):
-    code = run.main([*SHORT, "--records-dir", str(tmp_path), "--optimizer", "sgd", "--set", "lr=1e6", "--set", "embed_lr=1e6"])
+    poison = tmp_path / "poison.py"
+    poison.write_text(POISON_OPTIMIZER)
+    code = run.main([*SHORT, "--records-dir", str(tmp_path), "--optimizer", str(poison)])
     assert code == 1
     assert "diverged" in capsys.readouterr().err
     row = read_table(tmp_path).iloc[0]
-    assert row.status == "diverged" and row.steps < 6 and not row.reached_target
+    assert row.status == "diverged" and row.steps == 4 and not row.reached_target  # the first NaN loss comes after the poisoned step
 
 
 def test_list_shows_tracks_and_optimizers(capsys):
