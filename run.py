@@ -29,7 +29,7 @@ import torch
 import optimizers
 from nanogpt import distributed
 from nanogpt.checkpoint import checkpoint_path, save_checkpoint
-from nanogpt.data import BatchSampler, TokenStream, micro_batches, validation_sequences
+from nanogpt.data import BatchSampler, TokenStream, micro_batches, split_batch, validation_sequences
 from nanogpt.errors import UserError
 from nanogpt.leaderboard import track_markdown
 from nanogpt.model import GPT
@@ -78,7 +78,7 @@ def environment(ctx: distributed.Dist) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
-        "device": torch.cuda.get_device_name(ctx.local_rank) if ctx.device.startswith("cuda") else platform.processor() or "cpu",
+        "device": distributed.device_name(ctx.device),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "world_size": ctx.world_size,
@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             list_everything(args.track)
             return 0
-        return train(args)
+        code = train(args)
+        distributed.barrier()
+        return code
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -131,10 +133,7 @@ def train(args: argparse.Namespace) -> int:
     ctx = distributed.init(track.device)
     if ctx.device == "cpu" and ctx.world_size > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))))
-    per_step = ctx.world_size * track.micro_batch_size
-    if track.batch_size % per_step:
-        raise UserError(f"track {track.name}: batch of {track.batch_size} sequences is not divisible by "
-                        f"{ctx.world_size} processes x micro-batch {track.micro_batch_size}")
+    micro, accum = split_batch(track.batch_size, ctx.world_size, track.micro_batch_size)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if track.dtype == "bfloat16" else contextlib.nullcontext())
     diverge_at = track.diverge_loss or 1.5 * math.log(track.model.vocab_size)
 
@@ -154,9 +153,8 @@ def train(args: argparse.Namespace) -> int:
     def train_step(step: int) -> float:
         eager = any([o.before_forward(step) for o in opts if hasattr(o, "before_forward")])
         forward = model if eager else fast_model
-        accum = track.batch_size // per_step
         loss_sum = torch.zeros((), device=ctx.device)
-        for x, y in micro_batches(sampler.next_global_batch(), ctx.rank, ctx.world_size, track.micro_batch_size, ctx.device):
+        for x, y in micro_batches(sampler.next_global_batch(), ctx.rank, ctx.world_size, micro, ctx.device):
             with autocast:
                 loss = forward(x, y) / accum
             loss.backward()

@@ -122,6 +122,18 @@ class BatchSampler:
         return out
 
 
+def split_batch(batch_size: int, world_size: int, max_micro: int) -> tuple[int, int]:
+    """(micro-batch size, accumulation steps) with which world_size processes fill exactly one
+    global batch, so that 1, 2, 4 or 8 processes take the same optimizer step: the largest
+    micro-batch that divides each rank's share and fits the track's memory bound."""
+    if batch_size % world_size:
+        raise UserError(f"the global batch of {batch_size} sequences cannot be split evenly over {world_size} processes; "
+                        "use a number of processes that divides it")
+    per_rank = batch_size // world_size
+    micro = max(d for d in range(1, min(per_rank, max_micro) + 1) if per_rank % d == 0)
+    return micro, per_rank // micro
+
+
 def micro_batches(global_batch: np.ndarray, rank: int, world_size: int, micro_batch_size: int, device: str):
     """Split a global batch into this rank's (inputs, targets) micro-batches."""
     per_rank = len(global_batch) // world_size

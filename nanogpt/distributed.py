@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -32,6 +35,13 @@ def init(track_device: str) -> Dist:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if track_device == "cuda" else "gloo")
     return Dist(rank=rank, world_size=world, local_rank=local, device=device)
+
+
+def barrier() -> None:
+    """Wait for every rank: a Gloo process that exits while a peer is still finishing (rank 0 writes
+    the records) can abort in the group's destructor."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def shutdown() -> None:
@@ -64,3 +74,14 @@ def sync(device: str) -> None:
     """Wait for queued device work before the clock is read."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def device_name(device: str) -> str:
+    """The GPU or CPU model: records of one hardware class taken on different chips must be told apart."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "cpu"

@@ -102,6 +102,7 @@ def leaderboard(records: Records, track: str, include_unsubmitted: bool = True) 
         budget = budgets.get(first["group"], {})
         rows.append({
             "group": first["group"], "optimizer": first["optimizer"], "hardware": first["hardware"], "hparams": first["hparams"],
+            "device": first["device"] if runs["device"].nunique() == 1 else "mixed devices",
             "target": float(first["target"]), "n": len(runs), "n_reached": len(hit),
             "n_diverged": int((runs["status"] == "diverged").sum()),
             "time_mean": times.mean() if len(times) else math.nan, "time_lo": t_lo, "time_hi": t_hi,
@@ -122,7 +123,7 @@ def leaderboard(records: Records, track: str, include_unsubmitted: bool = True) 
     table = table.sort_values(["tier", "sort_value"], na_position="last").reset_index(drop=True)
     table["config"] = varying_hparams(table)
     for name in BASELINES:
-        base = [baseline_row(table, name, h) for h in table["hardware"]]
+        base = [baseline_row(table, name, h, d) for h, d in zip(table["hardware"], table["device"])]
         table[f"baseline_{name}"] = [None if b is None else table["group"].iloc[b] for b in base]
         table[f"speedup_{name}"] = [math.nan if b is None or table["n_reached"].iloc[i] != table["n"].iloc[i]
                                     else float(table["time_mean"].iloc[b] / table["time_mean"].iloc[i]) for i, b in enumerate(base)]
@@ -131,9 +132,11 @@ def leaderboard(records: Records, track: str, include_unsubmitted: bool = True) 
     return table
 
 
-def baseline_row(table: pd.DataFrame, optimizer: str, hardware: str) -> int | None:
-    """The fastest group of `optimizer` on the hardware class in which every run reached the target."""
-    ok = table[(table["optimizer"] == optimizer) & (table["hardware"] == hardware) & (table["n_reached"] == table["n"])]
+def baseline_row(table: pd.DataFrame, optimizer: str, hardware: str, device: str) -> int | None:
+    """The fastest group of `optimizer` on the same hardware class and device model in which every
+    run reached the target (two 2-core VMs of one class can differ twofold in speed)."""
+    ok = table[(table["optimizer"] == optimizer) & (table["hardware"] == hardware) & (table["device"] == device)
+               & (table["n_reached"] == table["n"])]
     return None if ok.empty else int(ok.index[0])
 
 
@@ -163,16 +166,16 @@ def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, no
         return head + f"\n\nNo runs recorded yet.{note}\n"
     lines = [
         head, "",
-        "| # | optimizer | config | n | time to target (s) | steps to target | tokens to target | final val loss | vs AdamW | vs Muon "
-        "| tuning | evidence |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| # | optimizer | config | device | n | time to target (s) | steps to target | tokens to target | final val loss | vs AdamW "
+        "| vs Muon | tuning | evidence |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for i, r in enumerate(table.itertuples()):
         n = f"{r.n}" + (f" ({r.n_reached} reached)" if r.n_reached != r.n else "") + (f", {r.n_diverged} diverged" if r.n_diverged else "")
         tuning = (f"{r.tuning_trials} trials · {r.tuning_runs} runs · {r.tuning_device_s:.0f} s" if r.tuning_trials else "—")
         speedups = " | ".join(fmt(x, ".2f") + ("×" if not math.isnan(x) else "") for x in (r.speedup_adamw, r.speedup_muon))
         lines.append(
-            f"| {i + 1} | {r.optimizer} | {r.config} | {n} | {plus_minus(r.time_mean, r.time_hi, '.1f')} | "
+            f"| {i + 1} | {r.optimizer} | {r.config} | {r.device} | {n} | {plus_minus(r.time_mean, r.time_hi, '.1f')} | "
             f"{fmt(r.steps_to_target, '.0f')} | {tokens(r.tokens_to_target)} | {plus_minus(r.loss_mean, r.loss_hi, '.4f')} | "
             f"{speedups} | {tuning} | {evidence_cell(r)} |"
         )
@@ -180,7 +183,7 @@ def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, no
         "",
         "Mean ± 95 % t-interval half-width over seeds (time: over the runs that reached the target). "
         "vs AdamW / vs Muon: the baseline's mean time to target divided by this group's, the baseline being the fastest "
-        "group of that optimizer on the same hardware class whose every run reached the target. Tuning: the searches "
+        "group of that optimizer on the same hardware class and device whose every run reached the target. Tuning: the searches "
         "(scripts/sweep.py, scripts/find_steps.py) whose winner is this configuration: trials · runs · device-seconds of "
         f"training. Evidence: the latest submission's one-sided test that the mean final loss is below the target.{note}",
     ]

@@ -68,6 +68,10 @@ def check_group(rows: list[dict]) -> None:
             diff = [c for c, a, b in zip(KEY_COLUMNS, first, group_key(r)) if a != b]
             raise UserError(f"runs {rows[0]['run_id']} and {r['run_id']} differ in {', '.join(diff)}: "
                             "a submission is one configuration (same code and hyperparameters) over several seeds")
+    devices = {str(r.get("device")) for r in rows}
+    if len(devices) > 1:
+        raise UserError(f"the runs ran on different devices ({', '.join(sorted(devices))}): their times are not comparable; "
+                        "submit the runs of one machine")
     seen: dict[int, str] = {}
     for r in rows:
         seed = int(r["seed"])

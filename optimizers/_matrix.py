@@ -23,6 +23,8 @@ import torch.distributed as dist
 from nanogpt.orthogonalize import METHODS, orthogonalize
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# torch >= 2.10 renamed all_gather_into_tensor (deprecated) to all_gather_single.
+ALL_GATHER = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 MOMENTUM_FORMS = ("damped", "sum")
 
 
@@ -156,7 +158,7 @@ class MatrixOptimizer(torch.optim.Optimizer):
         padded = torch.cat([stack, stack.new_zeros((per_rank * world - k, *stack.shape[1:]))]) if per_rank * world > k else stack
         mine = ortho(padded[dist.get_rank() * per_rank : (dist.get_rank() + 1) * per_rank]).contiguous()
         gathered = torch.empty((per_rank * world, *mine.shape[1:]), dtype=mine.dtype, device=mine.device)
-        dist.all_gather_into_tensor(gathered, mine)
+        ALL_GATHER(gathered, mine)
         return gathered[:k]
 
     @staticmethod

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import optimizers  # noqa: E402
-from nanogpt.distributed import sync  # noqa: E402
+from nanogpt.distributed import device_name, sync  # noqa: E402
 from nanogpt.errors import UserError  # noqa: E402
 from nanogpt.model import GPT  # noqa: E402
 from nanogpt.optim import build_optimizers, default_hparams, load_optimizer  # noqa: E402
@@ -72,10 +72,6 @@ NEWTON_OVERHEAD_GOAL = 0.02
 
 def peak_tflops(device_name: str) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in device_name), None)
-
-
-def device_name(device: str) -> str:
-    return torch.cuda.get_device_name(0) if device == "cuda" else (platform.processor() or platform.machine() or "cpu")
 
 
 def default_optimizers() -> list[str]:

@@ -30,7 +30,7 @@ def curve(optimizer: str, hp: dict, default_lr: float) -> tuple[float, float, fl
     return floor + 0.08 * octaves, tau * (1 + octaves), step_s
 
 
-def fake_run(argv: list[str], noise: float = 0.004, diverge_seeds: tuple[int, ...] = ()) -> int:
+def fake_run(argv: list[str], noise: float = 0.004, diverge_seeds: tuple[int, ...] = (), device: str = "fake-cpu") -> int:
     """Record one synthetic run for run.py's argv; returns run.py's exit status (0 ok, 1 diverged).
     Seeds in `diverge_seeds` diverge whatever the hyperparameters (an unlucky seed)."""
     args = run.parse_args(argv)
@@ -44,7 +44,7 @@ def fake_run(argv: list[str], noise: float = 0.004, diverge_seeds: tuple[int, ..
     log_path = Path(args.records_dir) / "logs" / f"{run_id}.txt"
     config = spec.config(run_id=run_id, seed=args.seed, date=started.isoformat(timespec="seconds"), world_size=1,
                          flops_per_token=1000, diverge_at=8.0)
-    env = {"python": "3", "torch": "fake", "cuda": None, "device": "fake-cpu", "world_size": 1}
+    env = {"python": "3", "torch": "fake", "cuda": None, "device": device, "world_size": 1}
     log = RunLog(log_path)
     log.begin(config, env, spec.sources)
 

@@ -88,6 +88,15 @@ def test_submit_refuses_mixed_configurations(tmp_path, capsys):
     assert "differ in optimizer, code_sha256, hparams" in capsys.readouterr().err
 
 
+def test_submit_refuses_runs_from_different_devices(tmp_path, capsys):
+    Counting()(args(tmp_path, "--optimizer", "muon", "--seed", "0"))
+    Counting(device="other-cpu")(args(tmp_path, "--optimizer", "muon", "--seed", "1"))
+    ids = list(read_table(tmp_path)["run_id"])
+    assert submit.main(["--records-dir", str(tmp_path), "--runs", *ids]) == 2
+    assert "ran on different devices (fake-cpu, other-cpu)" in capsys.readouterr().err
+    assert not submissions_path(tmp_path).exists()
+
+
 def test_every_run_missing_the_target_is_no_evidence(tmp_path, capsys):
     assert submit.main(args(tmp_path, "--optimizer", "adamw", "--set", "lr=0.03", "--seeds", "0-2"), Counting()) == 1
     (entry,) = submissions(tmp_path)
