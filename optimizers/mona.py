@@ -28,7 +28,7 @@ from nanogpt.errors import UserError
 from optimizers._matrix import MUON_DEFAULTS, MatrixOptimizer, build_matrix_with_aux, muon_kwargs
 
 DEFAULTS = {**MUON_DEFAULTS, "beta_a": 0.99, "alpha": "auto"}
-TRACK_DEFAULTS: dict = {"tiny-cpu": {"beta_a": 0.975}}
+TRACK_DEFAULTS: dict = {"tiny-cpu": {"beta_a": 0.975, "lr": 0.02}}  # lr tuned 2026-12-02: 0.02 of {0.02, 0.04}
 
 
 def reconstructed_alpha(beta_a: float) -> float:

@@ -13,7 +13,7 @@ DEFAULTS = dict(MUON_DEFAULTS)
 _GPT2_SMALL = {"lr": 0.02, "momentum": 0.95, "embed_lr": 0.3, "head_lr": 0.002,
                "adam_beta1": 0.9, "adam_beta2": 0.95, "adam_eps": 1e-8}
 TRACK_DEFAULTS: dict = {
-    "tiny-cpu": {},
+    "tiny-cpu": {"lr": 0.02},  # tuned 2026-12-02: lr 0.02 of {0.02, 0.04} (and of {0.01, 0.02, 0.04} on 2026-12-01)
     "gpt2-small": _GPT2_SMALL,
     # The 01/18/25 GPT-2 medium record: Muon lr 0.025 with momentum warmup 0.85 -> 0.95 over 300 steps;
     # Adam betas (0.8, 0.95), eps 1e-10, head lr 0.003, embedding lr 0.3, scalars 0.015.

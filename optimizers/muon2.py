@@ -26,7 +26,7 @@ DEFAULTS = {
     "beta2": 0.95,
     "eps": 1e-10,
 }
-TRACK_DEFAULTS: dict = {"tiny-cpu": {"lr": 0.02}}
+TRACK_DEFAULTS: dict = {"tiny-cpu": {"lr": 0.02}}  # tuned 2026-12-02: lr 0.02 of {0.02, 0.04} (also for Muon²-F)
 
 
 class Muon2(MatrixOptimizer):

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from optimizers._matrix import MUON_DEFAULTS, MatrixOptimizer, build_matrix_with_aux, muon_kwargs
 
 DEFAULTS = {**MUON_DEFAULTS, "refresh_every": 32, "newton_beta": 0.95, "newton_gamma": 0.2, "ridge_eps": 1e-8}
-TRACK_DEFAULTS: dict = {"tiny-cpu": {}}
+TRACK_DEFAULTS: dict = {"tiny-cpu": {"lr": 0.02}}  # tuned 2026-12-02: lr 0.02 of {0.02, 0.04}
 
 
 def right_precondition(grad: torch.Tensor, k_inv: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import run
+from nanogpt.optim import default_hparams
 from nanogpt.records import append_row, build_row
 from nanogpt.runlog import RunLog, eval_line, parse_training, train_line
 from nanogpt.runspec import resolve
@@ -36,7 +37,7 @@ def fake_run(argv: list[str], noise: float = 0.004, diverge_seeds: tuple[int, ..
     args = run.parse_args(argv)
     spec = resolve(args.track, args.optimizer, args.set, args.steps, args.no_compile)
     track, hp = spec.track, spec.hparams
-    floor, tau, step_s = curve(spec.optimizer.name, hp, spec.optimizer.module.DEFAULTS["lr"])
+    floor, tau, step_s = curve(spec.optimizer.name, hp, default_hparams(spec.optimizer, track)["lr"])
     rng = np.random.default_rng([args.seed, zlib.crc32(json.dumps(hp, sort_keys=True).encode())])
     shift, speed = noise * rng.normal(), 1 + 0.02 * rng.normal()
     started = datetime.datetime.now(datetime.timezone.utc)

@@ -54,7 +54,6 @@ def test_trains_single_process(name, tmp_path, fast_track):
     assert_learns(train_losses(tmp_path), 8)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", optimizers.available())
 def test_trains_under_torchrun_with_two_gloo_processes(name, tmp_path, root):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", "--no-compile",

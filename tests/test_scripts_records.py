@@ -23,7 +23,8 @@ def script(name: str):
     return module
 
 
-submit, verify, rebuild, sweep, find_steps = (script(n) for n in ("submit", "verify", "rebuild_records", "sweep", "find_steps"))
+submit, verify, rebuild, sweep, find_steps, bench = (script(n) for n in ("submit", "verify", "rebuild_records", "sweep", "find_steps",
+                                                                         "bench"))
 
 
 class Counting:
@@ -387,3 +388,14 @@ def test_submit_launches_real_runs(tmp_path, capsys):
     (entry,) = submissions(tmp_path)
     assert entry["n"] == 2 and not entry["evidence"]
     assert verify.main(["--records-dir", str(tmp_path)]) == 0
+
+
+def test_bench_summarises_recorded_runs(tmp_path, capsys):
+    record(tmp_path, "muon", [0, 1, 2])
+    record(tmp_path, "adamw", [0])
+    bench.main(["--from-records", str(tmp_path), "--optimizers", "muon,adamw,sgd"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    table = read_table(tmp_path)
+    muon = table[table["optimizer"] == "muon"]
+    assert [line.split(" | ")[0:2] for line in lines] == [["| muon", "3"], ["| adamw", "1"]]  # sgd has no runs: no row
+    assert f"| {muon['step_time_ms'].median():.1f} |" in lines[0] and "fake-cpu" in lines[0]
