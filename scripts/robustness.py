@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -35,7 +36,7 @@ import pandas as pd  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from nanogpt.checkpoint import load_checkpoint  # noqa: E402
 from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.records import read_table  # noqa: E402
+from nanogpt.records import read_entries, read_table, submissions_path  # noqa: E402
 from nanogpt.robustness import (  # noqa: E402
     CORRUPTIONS,
     RATES,
@@ -71,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--records-dir", default=str(ROOT / "records"), help="records table and logs (default: records/)")
     p.add_argument("--optimizers", default="", help="comma-separated optimizer names (default: all with checkpoints)")
     p.add_argument("--seeds", default="", help="comma-separated seeds (default: all)")
+    p.add_argument("--all-configs", action="store_true",
+                   help="also the runs of configurations never submitted, e.g. losing sweep trials (default: submitted runs, when any)")
     p.add_argument("--budget-steps", type=int, default=None, help="schedule length of the matched-budget comparison")
     p.add_argument("--match-loss", type=float, default=None, help="val loss level of the matched-loss comparison")
     p.add_argument("--uncentred", action="store_true", help="headline erank without centring the hidden states (default: centred)")
@@ -181,7 +184,7 @@ def plot_comparison(path: Path, title: str, runs: pd.DataFrame, metrics: pd.Data
     for ax in axes.flat:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 120))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -194,7 +197,7 @@ def plot_corruptions(path: Path, title: str, runs: pd.DataFrame, metrics: pd.Dat
         ax.set(title=kind or "mean over kinds", xlabel="severity", ylabel="Δ val loss vs clean", xticks=range(1, len(RATES)))
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 120))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -248,7 +251,11 @@ def run(args: argparse.Namespace) -> int:
     track = get_track(args.track)
     s = settings_from(args)
     records_dir = Path(args.records_dir)
-    runs = select_runs(read_table(records_dir), track.name, parse_list(args.optimizers, "optimizers"), parse_list(args.seeds, "seeds", int))
+    table = read_table(records_dir)
+    submitted = {r["run_id"] for e in read_entries(submissions_path(records_dir), ("submission",)) for r in e["runs"]}
+    if submitted and not args.all_configs:
+        table = table[table["run_id"].isin(submitted)]
+    runs = select_runs(table, track.name, parse_list(args.optimizers, "optimizers"), parse_list(args.seeds, "seeds", int))
     budget, steps = matched_budget(runs, args.budget_steps)
     matched, level = matched_loss(runs, args.match_loss)
     gaps = matched.groupby("label")["final_val_loss"].mean().sub(level)
