@@ -76,17 +76,17 @@ def main(argv: list[str] | None = None) -> None:
               f"compile {'off' if args.no_compile else track.compile}")
     print("| optimizer | runs | tokens/s | step (ms, median) | spread (ms) | optimizer step share | peak memory (MB) | device |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
+    recorded = read_table(args.from_records) if args.from_records else None
     for name in names:
-        with tempfile.TemporaryDirectory() as scratch:
-            if args.from_records:
-                records = args.from_records
-            else:
-                records = scratch
-                launch(track.name, name, args.steps, args.repeats, ["--no-compile"] if args.no_compile else [], records)
-            df = read_table(records)
-            runs = df[(df["track"] == track.name) & (df["optimizer"] == name) & (df["status"] == "ok")]
-            if not runs.empty:
-                print_row(summarize(runs))
+        if recorded is not None:
+            df = recorded
+        else:
+            with tempfile.TemporaryDirectory() as scratch:
+                launch(track.name, name, args.steps, args.repeats, ["--no-compile"] if args.no_compile else [], scratch)
+                df = read_table(scratch)
+        runs = df[(df["track"] == track.name) & (df["optimizer"] == name) & (df["status"] == "ok")]
+        if not runs.empty:
+            print_row(summarize(runs))
 
 
 if __name__ == "__main__":
