@@ -27,14 +27,14 @@ from pathlib import Path
 import torch
 
 import optimizers
+from analysis.leaderboard import track_markdown
 from nanogpt import distributed
 from nanogpt.checkpoint import checkpoint_path, save_checkpoint
 from nanogpt.data import BatchSampler, TokenStream, micro_batches, split_batch, validation_sequences
 from nanogpt.errors import UserError
-from nanogpt.leaderboard import track_markdown
 from nanogpt.model import GPT
 from nanogpt.optim import build_optimizers, default_hparams, load_optimizer
-from nanogpt.records import append_row, build_row
+from nanogpt.recording import append_row, build_row
 from nanogpt.runlog import RunLog, eval_line, parse_training, train_line
 from nanogpt.runspec import resolve
 from nanogpt.schedule import lr_multiplier, set_lr

@@ -1,4 +1,4 @@
-"""What a run is before it runs, and getting runs made.
+"""What a run is before it runs.
 
 `resolve` turns command-line choices (track, optimizer, --set, --steps, --no-compile) into the
 exact configuration run.py will use, so that sweeps, submissions and step searches know the
@@ -11,22 +11,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import resource
-import subprocess
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
-from nanogpt.errors import UserError
 from nanogpt.optim import OptimizerSpec, apply_overrides, default_hparams, load_optimizer
-from nanogpt.records import KEY_COLUMNS, SCHEMA_VERSION, group_key, hparams_text, read_table
+from nanogpt.recording import SCHEMA_VERSION, group_key, hparams_text
 from nanogpt.runlog import combined_sha256, harness_files, manifest, optimizer_section, read_sources
 from nanogpt.tracks import ROOT, Track, debug_variant, get_track, local_data_variant
-
-Runner = Callable[[list[str]], int]  # run.py's argv -> exit status
 
 
 def track_config(track: Track) -> dict:
@@ -107,102 +98,3 @@ def resolve(track_name: str, optimizer: str, sets: list[str], steps: int | None 
     cli += ["--debug-model"] if debug_model else []
     cli += ["--data-dir", str(Path(data_dir).resolve())] if data_dir else []
     return RunSpec(track, opt, hp, world_size, sources, harness, tuple(cli))
-
-
-def subprocess_runner(nproc: int = 1, save_checkpoint: bool = False) -> Runner:
-    """Launch run.py in its own process (with torch.distributed.run when nproc > 1); checkpoints are
-    outside the configuration, so runs with and without them are the same experiment."""
-    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                     f"--nproc_per_node={nproc}"]
-
-    def run(argv: list[str]) -> int:
-        extra = ["--save-checkpoint"] if save_checkpoint else []
-        return subprocess.run([*launcher, str(ROOT / "run.py"), *argv, *extra], cwd=ROOT).returncode
-
-    return run
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def matching_runs(df: pd.DataFrame, spec: RunSpec) -> pd.DataFrame:
-    """Completed (ok or diverged) runs of exactly this configuration."""
-    if df.empty:
-        return df
-    key = spec.key()
-    same = df[KEY_COLUMNS].apply(lambda r: group_key(r) == key, axis=1)
-    return df[same & (df["status"] != "interrupted")]
-
-
-@dataclass
-class Made:
-    """What `ensure_runs` did: the rows (one per seed, in seed order) and what it launched."""
-
-    rows: list[dict]
-    launched: int = 0
-    cpu_s: float = 0.0
-
-
-def ensure_runs(spec: RunSpec, seeds: list[int], records_dir: str, runner: Runner, collect_only: bool = False) -> Made:
-    """One completed run per seed: reuse the table's run for a seed, else launch one (unless
-    collect_only). A seed run twice in this configuration is refused: picking one would be cherry-picking."""
-    made = Made(rows=[])
-    for seed in seeds:
-        have = matching_runs(read_table(records_dir), spec)
-        have = have[have["seed"] == seed]
-        if len(have) > 1:
-            raise UserError(f"seed {seed} was run {len(have)} times in this configuration ({', '.join(have['run_id'])}); "
-                            "a submission uses each seed once: name the runs to use with --runs")
-        if len(have) == 0:
-            if collect_only:
-                raise UserError(f"no completed run of this configuration with seed {seed} in {records_dir}; "
-                                "run it first or drop --collect-only")
-            before = set(read_table(records_dir)["run_id"])
-            cpu0 = children_cpu_seconds()
-            code = runner(spec.argv(seed, records_dir))
-            made.cpu_s += children_cpu_seconds() - cpu0
-            made.launched += 1
-            have = matching_runs(read_table(records_dir), spec)
-            have = have[(have["seed"] == seed) & ~have["run_id"].isin(before)]
-            if len(have) != 1:
-                raise UserError(f"run.py {' '.join(spec.argv(seed, records_dir))} exited with status {code} and recorded "
-                                "no completed run of this configuration (interrupted, a bad argument, or the code changed meanwhile)")
-        made.rows.append(have.iloc[0].to_dict())
-    return made
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-4' or '0,1,5' or '3' -> list of seeds; a repeated seed is refused."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    except ValueError:
-        raise UserError(f"--seeds {text!r}: expected a list like 0,1,2 or a range like 0-4") from None
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise UserError(f"--seeds {text!r}: seed {repeated[0]} appears twice; each seed is one independent run")
-    if not seeds:
-        raise UserError("--seeds: give at least one seed")
-    return seeds
-
-
-def add_run_arguments(p) -> None:
-    """The run.py choices every records script accepts (an argparse parser)."""
-    p.add_argument("--track", default="tiny-cpu", help="workload (default: tiny-cpu)")
-    p.add_argument("--optimizer", default="muon", help="shipped optimizer name or path to a .py module")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed hyperparameter override (repeatable)")
-    p.add_argument("--steps", type=int, default=None, help="schedule length (default: the track's)")
-    p.add_argument("--no-compile", action="store_true", help="pass --no-compile to run.py (tests, debugging)")
-    p.add_argument("--nproc", type=int, default=1, help="processes per run (torch.distributed.run when > 1)")
-    p.add_argument("--records-dir", default=str(ROOT / "records"), help="records table and logs (default: records/)")
-    p.add_argument("--save-checkpoint", action="store_true", help="runs launched now save their final model (for scripts/robustness.py)")
-
-
-def spec_from_args(args) -> RunSpec:
-    if args.nproc < 1:
-        raise UserError(f"--nproc {args.nproc}: must be at least 1")
-    return resolve(args.track, args.optimizer, args.set, args.steps, args.no_compile, args.nproc)

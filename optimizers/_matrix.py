@@ -20,7 +20,7 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
-from nanogpt.orthogonalize import METHODS, orthogonalize
+from optimizers._orthogonalize import METHODS, orthogonalize
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # torch >= 2.10 renamed all_gather_into_tensor (deprecated) to all_gather_single.

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import optimizers  # noqa: E402
-from nanogpt.records import read_table  # noqa: E402
+from analysis.records import read_table  # noqa: E402
 from nanogpt.tracks import get_track  # noqa: E402
 
 

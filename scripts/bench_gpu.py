@@ -40,11 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import optimizers  # noqa: E402
+from analysis.records import read_table  # noqa: E402
 from nanogpt.distributed import device_name, sync  # noqa: E402
 from nanogpt.errors import UserError  # noqa: E402
 from nanogpt.model import GPT  # noqa: E402
 from nanogpt.optim import build_optimizers, default_hparams, load_optimizer  # noqa: E402
-from nanogpt.records import read_table  # noqa: E402
 from nanogpt.runlog import parse_log  # noqa: E402
 from nanogpt.timing import RegionTimer  # noqa: E402
 from nanogpt.tracks import Track, debug_variant, get_track  # noqa: E402

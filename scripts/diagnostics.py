@@ -32,9 +32,9 @@ import optimizers  # noqa: E402
 from nanogpt.data import BatchSampler, TokenStream  # noqa: E402
 from nanogpt.model import GPT  # noqa: E402
 from nanogpt.optim import build_optimizers, default_hparams, load_optimizer  # noqa: E402
-from nanogpt.orthogonalize import orthogonalize, polar_factor  # noqa: E402
 from nanogpt.schedule import lr_multiplier, set_lr  # noqa: E402
 from nanogpt.tracks import get_track  # noqa: E402
+from optimizers._orthogonalize import orthogonalize, polar_factor  # noqa: E402
 
 NS_STEPS = (1, 2, 3, 4, 5)
 

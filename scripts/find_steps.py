@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from analysis.launch import Runner, add_run_arguments, parse_seeds, subprocess_runner  # noqa: E402
+from analysis.sweeps import find_steps, submit_command  # noqa: E402
 from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.runspec import Runner, add_run_arguments, parse_seeds, subprocess_runner  # noqa: E402
-from nanogpt.sweeps import find_steps, submit_command  # noqa: E402
 from nanogpt.tracks import get_track  # noqa: E402
 
 

@@ -21,9 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nanogpt import plots  # noqa: E402
-from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.leaderboard import (  # noqa: E402
+from analysis import plots  # noqa: E402
+from analysis.leaderboard import (  # noqa: E402
     Records,
     best_per_optimizer,
     curve,
@@ -33,6 +32,7 @@ from nanogpt.leaderboard import (  # noqa: E402
     run_times,
     to_markdown,
 )
+from nanogpt.errors import UserError  # noqa: E402
 from nanogpt.tracks import ROOT, TRACKS  # noqa: E402
 
 FIGURES = ("time_to_target", "loss_vs_time", "loss_vs_steps", "speedup_adamw")

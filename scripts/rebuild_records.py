@@ -17,10 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from analysis.records import read_raw_rows, write_table  # noqa: E402
+from analysis.verify import rebuild_rows  # noqa: E402
 from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.records import COLUMNS, cell, read_raw_rows, table_path, write_table  # noqa: E402
+from nanogpt.recording import COLUMNS, cell, table_path  # noqa: E402
 from nanogpt.tracks import ROOT  # noqa: E402
-from nanogpt.verify import rebuild_rows  # noqa: E402
 
 
 def differences(records_dir: str, rows: list[dict]) -> list[str]:

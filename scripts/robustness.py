@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Beyond the loss: robustness, feature quality and transfer of each optimizer's checkpoints on one
-track (the measurements of arXiv 2606.09658; definitions in nanogpt/robustness.py).
+track (the measurements of arXiv 2606.09658; definitions in analysis/robustness.py).
 
 Checkpoints come from the records table: runs of the track with status ok that were trained with
 --save-checkpoint. They are compared twice:
@@ -34,10 +34,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nanogpt.checkpoint import load_checkpoint  # noqa: E402
-from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.records import read_entries, read_table, submissions_path  # noqa: E402
-from nanogpt.robustness import (  # noqa: E402
+from analysis.records import read_entries, read_table, submissions_path  # noqa: E402
+from analysis.robustness import (  # noqa: E402
     CORRUPTIONS,
     RATES,
     TRANSFER_DATA,
@@ -51,6 +49,8 @@ from nanogpt.robustness import (  # noqa: E402
     prepare_data,
     select_runs,
 )
+from nanogpt.checkpoint import load_checkpoint  # noqa: E402
+from nanogpt.errors import UserError  # noqa: E402
 from nanogpt.tracks import ROOT, get_track  # noqa: E402
 
 HEADLINE = {  # column -> (table heading, better when)

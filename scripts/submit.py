@@ -18,10 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from analysis.launch import Runner, add_run_arguments, ensure_runs, parse_seeds, spec_from_args, subprocess_runner  # noqa: E402
+from analysis.records import append_entry, read_entries, read_table, submissions_path  # noqa: E402
+from analysis.submissions import check_group, current_record, describe, make_entry  # noqa: E402
 from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.records import append_entry, group_id, read_entries, read_table, submissions_path  # noqa: E402
-from nanogpt.runspec import Runner, add_run_arguments, ensure_runs, parse_seeds, spec_from_args, subprocess_runner  # noqa: E402
-from nanogpt.submissions import check_group, current_record, describe, make_entry  # noqa: E402
+from nanogpt.recording import group_id  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from analysis.launch import Runner, add_run_arguments, parse_seeds, spec_from_args, subprocess_runner  # noqa: E402
+from analysis.sweeps import grid_trials, parse_grid, parse_random, random_trials, run_sweep, submit_command  # noqa: E402
 from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.runspec import Runner, add_run_arguments, parse_seeds, spec_from_args, subprocess_runner  # noqa: E402
-from nanogpt.sweeps import grid_trials, parse_grid, parse_random, random_trials, run_sweep, submit_command  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

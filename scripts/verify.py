@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from analysis.verify import verify_records  # noqa: E402
 from nanogpt.errors import UserError  # noqa: E402
 from nanogpt.tracks import ROOT  # noqa: E402
-from nanogpt.verify import verify_records  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

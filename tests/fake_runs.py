@@ -17,7 +17,7 @@ import numpy as np
 
 import run
 from nanogpt.optim import default_hparams
-from nanogpt.records import append_row, build_row
+from nanogpt.recording import append_row, build_row
 from nanogpt.runlog import RunLog, eval_line, parse_training, train_line
 from nanogpt.runspec import resolve
 

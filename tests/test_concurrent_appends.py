@@ -2,7 +2,8 @@
 
 import multiprocessing as mp
 
-from nanogpt.records import COLUMNS, SCHEMA_VERSION, append_row, read_table
+from analysis.records import read_table
+from nanogpt.recording import COLUMNS, SCHEMA_VERSION, append_row
 
 
 def row(i: int) -> dict:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 import run
+from analysis.records import read_table
 from nanogpt.data import split_batch
 from nanogpt.errors import UserError
-from nanogpt.records import read_table
 
 LOSS_LINE = re.compile(r"^step:(\d+)/\d+ (train_loss|val_loss):(\S+) ")
 # A smoke-size variant of tiny-cpu: batch 8 in micro-batches of 2, so 1 process accumulates 4

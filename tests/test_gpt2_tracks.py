@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import run
+from analysis.records import read_table
 from data.tokenize_corpus import tokenize_documents
 from nanogpt import tracks
-from nanogpt.records import read_table
 
 
 def test_gpt2_tracks_carry_the_speedrun_numbers():

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from fake_runs import fake_run, record
 
-from nanogpt import plots
-from nanogpt.errors import UserError
-from nanogpt.leaderboard import (
+from analysis import plots
+from analysis.leaderboard import (
     README_END,
     README_START,
     best_per_optimizer,
@@ -22,7 +21,8 @@ from nanogpt.leaderboard import (
     to_markdown,
     track_markdown,
 )
-from nanogpt.records import read_table
+from analysis.records import read_table
+from nanogpt.errors import UserError
 from nanogpt.runlog import parse_log
 from nanogpt.tracks import ROOT
 

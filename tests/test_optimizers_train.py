@@ -16,10 +16,10 @@ import torch
 
 import optimizers
 import run
+from analysis.records import read_table
 from nanogpt import tracks
 from nanogpt.model import GPT
 from nanogpt.optim import build_optimizers, default_hparams, load_optimizer
-from nanogpt.records import read_table
 
 TRAIN_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:(\S+) ")
 # Exercise each optimizer's special path within a few steps (Newton-Muon refreshes every 32 by default).

@@ -1,4 +1,4 @@
-"""nanogpt.orthogonalize against the golden orthogonalization fixtures (tests/fixtures/optimizers):
+"""optimizers._orthogonalize against the golden orthogonalization fixtures (tests/fixtures/optimizers):
 Keller's NS5, the track-3 convergent 12-step iteration, Polar Express (main track and dion, both
 epsilons) and the Newton-Muon repository's NS5. float32 files must match tightly, bf16 files
 in direction (bf16 rounding differs between implementations, see the fixture README §4)."""
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt.orthogonalize import orthogonalize, polar_factor
+from optimizers._orthogonalize import orthogonalize, polar_factor
 
 FIXTURES = Path(__file__).parent / "fixtures" / "optimizers"
 # fixture -> (method, steps, normalization epsilon, output array suffix)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nanogpt import robustness as rb
+from analysis import robustness as rb
 from nanogpt.errors import UserError
 from nanogpt.tokenizer import BYTES_EOT
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import run
+from analysis.records import read_table
 from nanogpt import tracks
 from nanogpt.data import write_shard
-from nanogpt.records import read_table
 
 SHORT = ["--no-compile", "--steps", "6", "--quiet"]
 

@@ -11,8 +11,9 @@ import pytest
 from fake_runs import fake_run, record
 
 import run
-from nanogpt.leaderboard import leaderboard, load_records
-from nanogpt.records import read_entries, read_raw_rows, read_table, submissions_path, sweeps_path, table_path
+from analysis.leaderboard import leaderboard, load_records
+from analysis.records import read_entries, read_raw_rows, read_table, submissions_path, sweeps_path
+from nanogpt.recording import table_path
 from nanogpt.tracks import ROOT
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from nanogpt import stats
+from analysis import stats
 
 
 def test_t_interval_matches_the_textbook_formula():

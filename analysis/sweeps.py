@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nanogpt import stats
+from analysis import stats
+from analysis.launch import Runner, ensure_runs
+from analysis.records import append_entry, sweeps_path
+from analysis.submissions import jsonable
 from nanogpt.errors import UserError
-from nanogpt.records import SCHEMA_VERSION, append_entry, group_id, sweeps_path
-from nanogpt.runspec import Runner, RunSpec, ensure_runs, resolve
-from nanogpt.submissions import jsonable
+from nanogpt.recording import SCHEMA_VERSION, group_id
+from nanogpt.runspec import RunSpec, resolve
 
 Say = Callable[[str], None]
 

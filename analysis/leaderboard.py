@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nanogpt import stats
+from analysis import stats
+from analysis.records import read_entries, read_table, submissions_path, sweeps_path
+from analysis.submissions import current_record, latest_per_group
 from nanogpt.errors import UserError
-from nanogpt.records import KEY_COLUMNS, group_id, read_entries, read_table, submissions_path, sweeps_path
+from nanogpt.recording import KEY_COLUMNS, group_id
 from nanogpt.runlog import parse_log
-from nanogpt.submissions import current_record, latest_per_group
 
 BASELINES = ("adamw", "muon")
 README_START, README_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"

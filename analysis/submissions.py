@@ -20,9 +20,9 @@ from collections.abc import Iterable
 
 import scipy
 
-from nanogpt import stats
+from analysis import stats
 from nanogpt.errors import UserError
-from nanogpt.records import KEY_COLUMNS, SCHEMA_VERSION, group_id, group_key
+from nanogpt.recording import KEY_COLUMNS, SCHEMA_VERSION, group_id, group_key
 
 FACTS = ["run_id", "seed", "status", "final_val_loss", "reached_target", "time_to_target_s", "steps_to_target",
          "tokens_to_target", "train_time_s", "world_size"]

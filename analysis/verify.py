@@ -17,18 +17,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis.records import read_entries, read_raw_rows, row_from_log, submissions_path, sweeps_path
+from analysis.submissions import check_group, current_record, decide, key_values, run_facts
+from analysis.sweeps import choose_winner, steps_winner
 from nanogpt.errors import UserError
-from nanogpt.records import (
-    COLUMNS,
-    SCHEMA_VERSION,
-    cell,
-    group_id,
-    read_entries,
-    read_raw_rows,
-    row_from_log,
-    submissions_path,
-    sweeps_path,
-)
+from nanogpt.recording import COLUMNS, SCHEMA_VERSION, cell, group_id
 from nanogpt.runlog import (
     ParsedLog,
     combined_sha256,
@@ -40,8 +33,6 @@ from nanogpt.runlog import (
     sha256_text,
     training_problems,
 )
-from nanogpt.submissions import check_group, current_record, decide, key_values, run_facts
-from nanogpt.sweeps import choose_winner, steps_winner
 from nanogpt.tracks import ROOT
 
 
