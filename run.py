@@ -6,59 +6,51 @@
     python run.py --optimizer path/to/my_opt.py
     torchrun --standalone --nproc_per_node=8 run.py --track gpt2-small
 
+Your runs go to runs/ (git-ignored); the official board in records/ is written by
+scripts/submit.py and scripts/sweep.py, or here with --records-dir records.
+
 Timing rules (DESIGN.md §5): only training steps are timed; compilation is excluded by untimed
 warmup steps followed by a full reset of model, optimizer and data order; evaluation runs on the
 track's fixed cadence while the clock is stopped; the device is synchronized before the clock is read.
+The step loop itself is nanogpt/train.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import math
 import os
 import platform
-import resource
 import sys
-import uuid
-from pathlib import Path
 
 import torch
 
 import optimizers
-from analysis.leaderboard import track_markdown
 from nanogpt import distributed
 from nanogpt.checkpoint import checkpoint_path, save_checkpoint
-from nanogpt.data import BatchSampler, TokenStream, micro_batches, split_batch, validation_sequences
-from nanogpt.errors import UserError
+from nanogpt.cli import add_config_arguments, spec_from_args
+from nanogpt.data import BatchSampler, TokenStream, split_batch, validation_sequences
+from nanogpt.errors import UserError, entry_point
 from nanogpt.model import GPT
 from nanogpt.optim import build_optimizers, default_hparams, load_optimizer
-from nanogpt.recording import append_row, build_row
-from nanogpt.runlog import RunLog, eval_line, parse_training, train_line
-from nanogpt.runspec import resolve
-from nanogpt.schedule import lr_multiplier, set_lr
-from nanogpt.timing import RegionTimer, TrainClock
-from nanogpt.tracks import ROOT, TRACKS, get_track
+from nanogpt.recording import Recording, check_records_dir
+from nanogpt.runlog import eval_line, train_line
+from nanogpt.timing import peak_memory_mb
+from nanogpt.tracks import OFFICIAL_RECORDS, PERSONAL_RUNS, TRACKS, get_track
+from nanogpt.train import Workload, evaluate, timed_loop, warmup_and_reset
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Time an optimizer to a track's target validation loss.")
-    p.add_argument("--track", default="tiny-cpu", help="workload (default: tiny-cpu); see --list")
-    p.add_argument("--optimizer", default="muon", help="shipped optimizer name or path to a .py module")
+    p = argparse.ArgumentParser(description="Time an optimizer to a track's target validation loss.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="controls initialisation and data order")
-    p.add_argument("--steps", type=int, default=None, help="schedule length, same as --set steps=N (default: the track's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter (repeatable)")
-    p.add_argument("--records-dir", default=str(ROOT / "records"), help="records table and logs (default: records/)")
+    p.add_argument("--records-dir", default=str(PERSONAL_RUNS),
+                   help=f"records table and logs; your runs go to runs/ (git-ignored), the official board is {OFFICIAL_RECORDS.name}/")
     p.add_argument("--list", action="store_true", help="list tracks and optimizers with their defaults")
-    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (debugging, tests; slower than the track's timing)")
-    p.add_argument("--quiet", action="store_true", help="no progress lines and no leaderboard")
+    p.add_argument("--quiet", action="store_true", help="no progress lines and no leaderboard (the result and the log path still print)")
     p.add_argument("--save-checkpoint", action="store_true",
-                   help="save the final model and its configuration next to the log (records/logs/<run_id>.pt)")
-    p.add_argument("--debug-model", action="store_true",
-                   help="smoke test: the track shrunk to a tiny model (on CPU when there is no GPU), recorded as '<track>~debug'")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="read the track's shard file names from DIR (e.g. local GPT-2 shards), recorded as '<track>~local'")
+                   help="save the final model and its configuration next to the log (<records-dir>/logs/<run_id>.pt)")
     return p.parse_args(argv)
 
 
@@ -86,26 +78,18 @@ def environment(ctx: distributed.Dist) -> dict:
     }
 
 
-@torch.no_grad()
-def evaluate(model, val: torch.Tensor, ctx: distributed.Dist, batch: int, autocast) -> float:
-    """Exact per-token mean loss over the track's fixed validation tokens, shared across ranks."""
-    mine = val[ctx.rank :: ctx.world_size]
-    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
-    for i in range(0, len(mine), batch):
-        chunk = mine[i : i + batch].to(ctx.device)
-        with autocast:
-            total[0] += model(chunk[:, :-1], chunk[:, 1:], reduction="sum").double()
-        total[1] += chunk[:, 1:].numel()
-    distributed.all_reduce_sum(total)
-    return (total[0] / total[1]).item()
+def print_board(track_name: str, target: float, records_dir: str, row: dict) -> None:
+    """Best effort: reporting never fails a finished run. The official board of the track, with
+    this run beside it, marked, when it was recorded elsewhere."""
+    try:
+        from analysis.leaderboard import board_after_run  # reporting code is loaded only to print
+
+        print(board_after_run(OFFICIAL_RECORDS, track_name, target, row, records_dir))
+    except Exception as e:  # a bad table, a missing optional package: the run is recorded either way
+        print(f"(leaderboard not shown: {type(e).__name__}: {e})")
 
 
-def peak_memory_mb(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
+@entry_point()
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -115,26 +99,21 @@ def main(argv: list[str] | None = None) -> int:
         code = train(args)
         distributed.barrier()
         return code
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     finally:
         distributed.shutdown()
 
 
 def train(args: argparse.Namespace) -> int:
-    # ---- configuration -------------------------------------------------------------------------
-    spec = resolve(args.track, args.optimizer, args.set, args.steps, args.no_compile,  # also reads the sources to embed
-                   debug_model=args.debug_model, data_dir=args.data_dir)
+    # ---- configuration, and everything a run needs checked before any compilation -------------
+    spec = spec_from_args(args)  # also reads the sources to embed
     track, opt_spec, hp = spec.track, spec.optimizer, spec.hparams
     if track.device == "cuda" and not torch.cuda.is_available():
         raise UserError(f"track {track.name} runs on GPUs ({track.hardware}) but no CUDA device is available; "
                         "use --track tiny-cpu, or add --debug-model for a tiny smoke test of this track")
+    check_records_dir(args.records_dir)
     ctx = distributed.init(track.device)
     if ctx.device == "cpu" and ctx.world_size > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size))))
-    micro, accum = split_batch(track.batch_size, ctx.world_size, track.micro_batch_size)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if track.dtype == "bfloat16" else contextlib.nullcontext())
     diverge_at = track.diverge_loss or 1.5 * math.log(track.model.vocab_size)
 
     # ---- data, model, optimizer ------------------------------------------------------------------
@@ -144,121 +123,66 @@ def train(args: argparse.Namespace) -> int:
     sampler = BatchSampler(train_stream, track.seq_len, track.batch_size, args.seed)
     torch.manual_seed(args.seed)
     model = GPT(track.model).to(ctx.device)
-    initial_state = {k: v.clone() for k, v in model.state_dict().items()}
-    fast_model = torch.compile(model) if track.compile else model
-    opts = build_optimizers(opt_spec, model, hp)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt_timer = RegionTimer(ctx.device)
-
-    def train_step(step: int) -> float:
-        eager = any([o.before_forward(step) for o in opts if hasattr(o, "before_forward")])
-        forward = model if eager else fast_model
-        loss_sum = torch.zeros((), device=ctx.device)
-        for x, y in micro_batches(sampler.next_global_batch(), ctx.rank, ctx.world_size, micro, ctx.device):
-            with autocast:
-                loss = forward(x, y) / accum
-            loss.backward()
-            loss_sum += loss.detach()
-        distributed.average_gradients(params)
-        set_lr(opts, lr_multiplier(step, track.steps, hp["warmup_frac"], hp["cooldown_frac"], hp["final_lr_mult"]))
-        with opt_timer:
-            for o in opts:
-                o.step()
-        model.zero_grad(set_to_none=True)
-        return distributed.all_reduce_sum(loss_sum).item() / ctx.world_size
+    micro, accum = split_batch(track.batch_size, ctx.world_size, track.micro_batch_size)
+    w = Workload(model, torch.compile(model) if track.compile else model, ctx, micro, accum, track.dtype)
 
     # ---- untimed warmup (compilation, allocator), then a full reset -----------------------------
-    for step in range(track.warmup_steps):
-        train_step(step)
-    evaluate(fast_model, val[: track.micro_batch_size * ctx.world_size], ctx, track.micro_batch_size, autocast)
-    model.load_state_dict(initial_state)
-    opts = build_optimizers(opt_spec, model, hp)
-    sampler.reset()
-    opt_timer = RegionTimer(ctx.device)
-    if ctx.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    opts = warmup_and_reset(w, lambda: build_optimizers(opt_spec, model, hp), sampler.next_global_batch, sampler.reset,
+                            track.warmup_steps, val[: track.micro_batch_size * ctx.world_size], track.micro_batch_size)
 
     # ---- the run log ------------------------------------------------------------------------------
-    started = datetime.datetime.now(datetime.timezone.utc)
-    run_id = f"{started:%Y%m%d-%H%M%S}-{track.name}-{opt_spec.name}-s{args.seed}-{uuid.uuid4().hex[:6]}"
-    log_path = Path(args.records_dir) / "logs" / f"{run_id}.txt"
-    config = spec.config(run_id=run_id, seed=args.seed, date=started.isoformat(timespec="seconds"), world_size=ctx.world_size,
-                         flops_per_token=model.flops_per_token(track.seq_len), diverge_at=diverge_at)
-    env = environment(ctx)
-    log = RunLog(log_path) if ctx.is_main else None
-    if log:
-        log.begin(config, env, spec.sources)
+    rec = Recording(spec, args.records_dir, args.seed, environment(ctx), flops_per_token=model.flops_per_token(track.seq_len),
+                    diverge_at=diverge_at, write=ctx.is_main)
 
-    def say(text: str) -> None:
-        if ctx.is_main and not args.quiet:
+    def say(text: str, always: bool = False) -> None:
+        if ctx.is_main and (always or not args.quiet):
             print(text, flush=True)
 
-    # ---- the timed loop ----------------------------------------------------------------------------
-    clock = TrainClock(ctx.device)
-    evals: list[tuple[int, float, float]] = []
-    status, steps_done, last_loss = "ok", 0, float("nan")
-
-    def run_eval(step: int) -> None:
-        loss = evaluate(fast_model, val, ctx, track.micro_batch_size, autocast)
-        evals.append((step, loss, clock.elapsed))
-        line = eval_line(step, track.steps, loss, clock.elapsed)
-        if log:
-            log.line(line)
+    def on_eval(step: int, loss: float, elapsed: float) -> None:
+        line = eval_line(step, track.steps, loss, elapsed)
+        rec.line(line)
         say(line)
 
-    say(f"run {run_id}: {track.name} / {opt_spec.name} / seed {args.seed}, {track.steps} steps, target {track.target}")
     progress_every = max(1, track.steps // 20)
-    try:
-        for step in range(track.steps):
-            if step % track.eval_every == 0:
-                run_eval(step)
-            clock.start()
-            last_loss = train_step(step)
-            clock.stop()
-            steps_done = step + 1
-            if log:
-                log.line(train_line(steps_done, track.steps, last_loss, clock.elapsed))
-            if not math.isfinite(last_loss) or last_loss > diverge_at:
-                status = "diverged"
-                break
-            if steps_done % progress_every == 0:
-                eta = clock.elapsed / steps_done * (track.steps - steps_done)
-                say(f"  step {steps_done}/{track.steps}  loss {last_loss:.4f}  train_time {clock.elapsed:.1f}s  ETA {eta:.0f}s")
-        if status == "ok":
-            run_eval(track.steps)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        if clock.started is not None:
-            clock.stop()
+
+    def on_step(done: int, loss: float, elapsed: float) -> None:
+        rec.line(train_line(done, track.steps, loss, elapsed))
+        if done % progress_every == 0:
+            eta = elapsed / done * (track.steps - done)
+            say(f"  step {done}/{track.steps}  loss {loss:.4f}  train_time {elapsed:.1f}s  ETA {eta:.0f}s")
+
+    # ---- the timed loop ----------------------------------------------------------------------------
+    say(f"run {rec.run_id}: {track.name} / {opt_spec.name} / seed {args.seed}, {track.steps} steps, target {track.target}")
+    out = timed_loop(w, opts, sampler.next_global_batch, track.steps, hp, track.eval_every,
+                     lambda: evaluate(w, val, track.micro_batch_size), diverge_at, on_eval, on_step)
 
     # ---- record -----------------------------------------------------------------------------------
     checkpoint = None
-    if args.save_checkpoint and status == "ok" and ctx.is_main:  # after the clock stopped; rank 0 holds the full model
-        checkpoint = save_checkpoint(checkpoint_path(args.records_dir, run_id), model, track=track, run_id=run_id,
-                                     optimizer=opt_spec.name, hparams=hp, seed=args.seed, steps=steps_done, val_loss=evals[-1][1])
+    if args.save_checkpoint and out.status == "ok" and ctx.is_main:  # after the clock stopped; rank 0 holds the full model
+        checkpoint = save_checkpoint(checkpoint_path(args.records_dir, rec.run_id), model, track=track, run_id=rec.run_id,
+                                     optimizer=opt_spec.name, hparams=hp, seed=args.seed, steps=out.steps_done,
+                                     val_loss=out.evals[-1][1])
     if not ctx.is_main:
-        return 0 if status == "ok" else 1
-    measured = {"opt_step_share": round(opt_timer.total_s() / clock.elapsed, 4) if clock.elapsed > 0 else None,
+        return 0 if out.status == "ok" else 1
+    measured = {"opt_step_share": round(out.opt_time_s / out.train_time_s, 4) if out.train_time_s > 0 else None,
                 "peak_mem_mb": round(peak_memory_mb(ctx.device), 1),
-                "checkpoint": None if checkpoint is None else os.path.relpath(checkpoint, args.records_dir)}
-    row = build_row(config, env, parse_training(log.training), status, measured, os.path.relpath(log_path, args.records_dir))
-    log.finish(row)
-    append_row(args.records_dir, row)
-    if status == "diverged":
-        print(f"error: run diverged at step {steps_done} (train loss {last_loss:.4g}); recorded as 'diverged' in {log_path}. "
-              "Lower the learning rate (--set lr=...)", file=sys.stderr)
+                "checkpoint": None if checkpoint is None else rec.relative(checkpoint)}
+    row = rec.finish(out.status, measured)
+    if out.status == "diverged":
+        print(f"error: run diverged at step {out.steps_done} (train loss {out.last_loss:.4g}); recorded as 'diverged' in "
+              f"{rec.path}. Lower the learning rate (--set lr=...)", file=sys.stderr)
         return 1
-    if status == "interrupted":
-        print(f"interrupted at step {steps_done}; recorded as 'interrupted' in {log_path}", file=sys.stderr)
+    if out.status == "interrupted":
+        print(f"interrupted at step {out.steps_done}; recorded as 'interrupted' in {rec.path}", file=sys.stderr)
         return 130
-    say(f"\nfinal val loss {row['final_val_loss']:.4f} after {steps_done} steps, train time {clock.elapsed:.1f}s "
+    say(f"\nfinal val loss {row['final_val_loss']:.4f} after {out.steps_done} steps, train time {out.train_time_s:.1f}s "
         f"({row['step_time_ms']:.1f} ms/step, optimizer {100 * (row['opt_step_share'] or 0):.1f}%), "
-        f"peak memory {row['peak_mem_mb']:.0f} MB")
+        f"peak memory {row['peak_mem_mb']:.0f} MB", always=True)
     say(f"target {track.target}: " + (f"reached at step {row['steps_to_target']}, {row['time_to_target_s']:.1f}s"
-                                      if row["reached_target"] else "not reached"))
-    say(f"log: {log_path}\n")
+                                      if row["reached_target"] else "not reached"), always=True)
+    say(f"log: {rec.path}\n", always=True)
     if not args.quiet:
-        print(track_markdown(args.records_dir, track.name, track.target))
+        print_board(track.name, track.target, args.records_dir, row)
     return 0
 
 

@@ -6,6 +6,7 @@ Sweeps, submissions and step searches ask for "one completed run per seed of thi
 
 from __future__ import annotations
 
+import argparse
 import resource
 import subprocess
 import sys
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.records import read_table
+from nanogpt.cli import add_config_arguments, spec_from_args
 from nanogpt.errors import UserError
 from nanogpt.recording import KEY_COLUMNS, group_key
-from nanogpt.runspec import RunSpec, resolve
-from nanogpt.tracks import ROOT
+from nanogpt.runspec import RunSpec
+from nanogpt.tracks import OFFICIAL_RECORDS, ROOT
 
 Runner = Callable[[list[str]], int]  # run.py's argv -> exit status
 
@@ -104,19 +106,16 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def add_run_arguments(p) -> None:
-    """The run.py choices every records script accepts (an argparse parser)."""
-    p.add_argument("--track", default="tiny-cpu", help="workload (default: tiny-cpu)")
-    p.add_argument("--optimizer", default="muon", help="shipped optimizer name or path to a .py module")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed hyperparameter override (repeatable)")
-    p.add_argument("--steps", type=int, default=None, help="schedule length (default: the track's)")
-    p.add_argument("--no-compile", action="store_true", help="pass --no-compile to run.py (tests, debugging)")
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """run.py's configuration flags, plus how many processes a run uses and where the runs go
+    (the official records/ by default: sweeps and submissions are the way records are made)."""
+    add_config_arguments(p)
     p.add_argument("--nproc", type=int, default=1, help="processes per run (torch.distributed.run when > 1)")
-    p.add_argument("--records-dir", default=str(ROOT / "records"), help="records table and logs (default: records/)")
+    p.add_argument("--records-dir", default=str(OFFICIAL_RECORDS), help="records table and logs")
     p.add_argument("--save-checkpoint", action="store_true", help="runs launched now save their final model (for scripts/robustness.py)")
 
 
-def spec_from_args(args) -> RunSpec:
+def launch_spec(args: argparse.Namespace) -> RunSpec:
     if args.nproc < 1:
         raise UserError(f"--nproc {args.nproc}: must be at least 1")
-    return resolve(args.track, args.optimizer, args.set, args.steps, args.no_compile, args.nproc)
+    return spec_from_args(args, args.nproc)

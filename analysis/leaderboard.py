@@ -20,7 +20,7 @@ from analysis import stats
 from analysis.records import read_entries, read_table, submissions_path, sweeps_path
 from analysis.submissions import current_record, latest_per_group
 from nanogpt.errors import UserError
-from nanogpt.recording import KEY_COLUMNS, group_id
+from nanogpt.recording import COLUMNS, KEY_COLUMNS, NUMERIC, group_id
 from nanogpt.runlog import parse_log
 
 BASELINES = ("adamw", "muon")
@@ -141,19 +141,17 @@ def baseline_row(table: pd.DataFrame, optimizer: str, hardware: str, device: str
     return None if ok.empty else int(ok.index[0])
 
 
-def fmt(x, spec: str) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
 def plus_minus(mean: float, hi: float, spec: str) -> str:
-    return fmt(mean, spec) + ("" if math.isnan(hi) else f" ± {hi - mean:{spec}}")
+    return stats.fmt(mean, spec) + ("" if math.isnan(hi) else f" ± {hi - mean:{spec}}")
 
 
 def tokens(x: float) -> str:
-    return "—" if math.isnan(x) else f"{x / 1e6:.2f}M" if x >= 1e5 else f"{x:.0f}"
+    return f"{x / 1e6:.2f}M" if x >= 1e5 else stats.fmt(x, ".0f")
 
 
 def evidence_cell(r) -> str:
+    if r.group == YOUR_RUN:
+        return YOUR_RUN
     if r.evidence is None:
         return "not submitted"
     mark = "✓" if r.evidence else "✗"
@@ -174,10 +172,10 @@ def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, no
     for i, r in enumerate(table.itertuples()):
         n = f"{r.n}" + (f" ({r.n_reached} reached)" if r.n_reached != r.n else "") + (f", {r.n_diverged} diverged" if r.n_diverged else "")
         tuning = (f"{r.tuning_trials} trials · {r.tuning_runs} runs · {r.tuning_device_s:.0f} s" if r.tuning_trials else "—")
-        speedups = " | ".join(fmt(x, ".2f") + ("×" if not math.isnan(x) else "") for x in (r.speedup_adamw, r.speedup_muon))
+        speedups = " | ".join(stats.fmt(x, ".2f") + ("×" if not math.isnan(x) else "") for x in (r.speedup_adamw, r.speedup_muon))
         lines.append(
             f"| {i + 1} | {r.optimizer} | {r.config} | {r.device} | {n} | {plus_minus(r.time_mean, r.time_hi, '.1f')} | "
-            f"{fmt(r.steps_to_target, '.0f')} | {tokens(r.tokens_to_target)} | {plus_minus(r.loss_mean, r.loss_hi, '.4f')} | "
+            f"{stats.fmt(r.steps_to_target, '.0f')} | {tokens(r.tokens_to_target)} | {plus_minus(r.loss_mean, r.loss_hi, '.4f')} | "
             f"{speedups} | {tuning} | {evidence_cell(r)} |"
         )
     lines += [
@@ -194,6 +192,24 @@ def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, no
 def track_markdown(records_dir: str | Path, track: str, target: float | None, include_unsubmitted: bool = True) -> str:
     """The Markdown leaderboard of one track straight from a records folder (run.py prints this)."""
     return to_markdown(leaderboard(load_records(records_dir), track, include_unsubmitted), track, target)
+
+
+YOUR_RUN = "your run"  # the group of a just-finished run shown beside the official board
+
+
+def board_after_run(official_dir: str | Path, track: str, target: float | None, row: dict, records_dir: str | Path) -> str:
+    """What run.py prints when a run ends: the track's official board and, when the run was
+    recorded elsewhere (runs/ by default), that run as one extra entry marked as yours."""
+    records = load_records(official_dir)
+    if Path(records_dir).resolve() == Path(official_dir).resolve():
+        return to_markdown(leaderboard(records, track), track, target)
+    mine = pd.DataFrame([row], columns=COLUMNS)
+    for col in NUMERIC:
+        mine[col] = pd.to_numeric(mine[col])
+    mine["group"] = YOUR_RUN
+    records.table = pd.concat([records.table, mine], ignore_index=True) if len(records.table) else mine
+    note = f"\n\n'{YOUR_RUN}': this run, recorded in {records_dir}, not on the official board ({official_dir})."
+    return to_markdown(leaderboard(records, track), track, target, note)
 
 
 def curve(records: Records, run_ids: list[str]) -> dict | None:

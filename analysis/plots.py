@@ -1,12 +1,15 @@
-"""Leaderboard figures (matplotlib, Agg), drawn from leaderboard tables and mean curves only.
+"""Every figure (matplotlib, Agg): the leaderboards', drawn from leaderboard tables and mean curves
+only, and the robustness comparisons', drawn from the tidy metrics of scripts/robustness.py.
 
 Each function saves one PNG and returns what it drew, read back from the matplotlib objects
 (bars, lines, bands), so that tests and callers can check the content and not just the file.
+One colour per optimizer within a figure: `colors` / `_color`, from matplotlib's default cycle.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -21,10 +24,10 @@ from analysis import stats  # noqa: E402
 COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, dpi: int = 120) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -35,6 +38,13 @@ def _label(r) -> str:
 
 def _color(optimizer: str, order: list[str]) -> str:
     return COLORS[order.index(optimizer) % len(COLORS)]
+
+
+def colors(names) -> dict[str, str]:
+    """A colour per name (optimizer or label), in the given order: pass the same names to every
+    figure of one report so that a name keeps its colour across them."""
+    order = list(dict.fromkeys(names))
+    return {name: _color(name, order) for name in order}
 
 
 def time_bars(table: pd.DataFrame, run_times: dict[str, list[float]], track: str, path: Path) -> dict:
@@ -156,3 +166,85 @@ def performance_profile(best_times: dict[str, dict[str, float]], path: Path) -> 
         ax.legend()
     _save(fig, path)
     return {"path": path, "n_lines": len(ax.get_lines()), "ratios": ratios, "taus": taus, "profiles": profiles}
+
+
+# ---- robustness (scripts/robustness.py) ----------------------------------------------------------
+
+def _metric_curve(runs: pd.DataFrame, metrics: pd.DataFrame, metric: str, x: str, corruption: str | None = None) -> pd.DataFrame:
+    """Mean ± std over seeds of one metric against `x`, after averaging each run over the other keys."""
+    m = metrics[(metrics["metric"] == metric) & ((metrics["corruption"] == corruption) if corruption else True)]
+    per_run = m.groupby(["run_id", x])["value"].mean().reset_index().merge(runs[["run_id", "label"]], on="run_id")
+    return per_run.groupby(["label", x])["value"].agg(["mean", "std"]).reset_index().fillna({"std": 0.0})
+
+
+def _errorbar_curves(ax, data: pd.DataFrame, x: str, colors: dict, style: str = "-", suffix: str = "") -> None:
+    for label, g in data.groupby("label"):
+        ax.errorbar(g[x], g["mean"], yerr=g["std"], fmt=style, marker="o", ms=4, capsize=3, color=colors[label], label=f"{label}{suffix}")
+
+
+def _drawn(path: Path, axes) -> dict:
+    return {"path": path, "panels": [ax.get_title() for ax in axes.flat],
+            "labels": [[t.get_text() for t in legend.get_texts()] if (legend := ax.get_legend()) else [] for ax in axes.flat]}
+
+
+def robustness_comparison(path: Path, title: str, runs: pd.DataFrame, metrics: pd.DataFrame, values: pd.DataFrame, erank: str,
+                          colors: dict) -> dict:
+    """Four panels, mean ± std over seeds per label: effective rank and probe margins (clean and
+    corrupted) per layer, loss increase per corruption severity, transfer losses as bars. `runs`
+    has run_id and label, `metrics` the tidy rows of analysis.robustness.evaluate_checkpoint,
+    `values` the per-run headline columns; `erank` is the erank metric drawn ("erank" or
+    "erank_uncentred")."""
+    from analysis.robustness import RATES, mean_std  # torch: loaded only for the robustness figures
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    layers = sorted(metrics["layer"].dropna().astype(int).unique())
+    ticks = ["embed" if i == 0 else f"block {i}" for i in layers]
+    ax = axes[0, 0]
+    _errorbar_curves(ax, _metric_curve(runs, metrics, erank, "layer"), "layer", colors)
+    ax.set(title=f"effective rank of hidden states ({'uncentred' if erank.endswith('uncentred') else 'centred'})",
+           xlabel="residual stream after", ylabel="erank", xticks=layers, xticklabels=ticks)
+    ax = axes[0, 1]
+    _errorbar_curves(ax, _metric_curve(runs, metrics, "probe_margin_clean", "layer"), "layer", colors, "-", " clean")
+    _errorbar_curves(ax, _metric_curve(runs, metrics, "probe_margin_corrupted", "layer"), "layer", colors, "--", " corrupted")
+    ax.set(title="next-token linear probe: mean logit margin (val)", xlabel="residual stream after", ylabel="margin",
+           xticks=layers, xticklabels=ticks)
+    ax = axes[1, 0]
+    _errorbar_curves(ax, _metric_curve(runs, metrics, "loss_increase", "severity"), "severity", colors)
+    ax.set(title="loss increase under corruption (mean over 7 kinds)", xlabel="severity (rate: "
+           + ", ".join(f"{r:g}" for r in RATES[1:]) + ")", ylabel="Δ val loss vs clean")
+    ax = axes[1, 1]
+    bars = mean_std(runs[["run_id", "label"]], values[["run_id", "transfer_zero_shot", "transfer_finetuned", "transfer_probe"]],
+                    ["label"])
+    kinds = [("transfer_zero_shot", "zero-shot"), ("transfer_finetuned", "fine-tuned (AdamW)"), ("transfer_probe", "linear probe")]
+    width = 0.8 / len(bars)
+    for i, (_, r) in enumerate(bars.iterrows()):
+        xs = np.arange(len(kinds)) + (i - (len(bars) - 1) / 2) * width
+        ax.bar(xs, [r[f"{k}_mean"] for k, _ in kinds], width, yerr=[np.nan_to_num(r[f"{k}_std"]) for k, _ in kinds], capsize=3,
+               color=colors[r["label"]], label=r["label"])
+    lo = min(bars[f"{k}_mean"].min() for k, _ in kinds)
+    hi = max(bars[f"{k}_mean"].max() for k, _ in kinds)
+    ax.set(title="transfer to the second domain (val loss)", xticks=range(len(kinds)), xticklabels=[n for _, n in kinds],
+           ylabel="loss", ylim=(max(0.0, lo - 0.15 * (hi - lo + 0.1)), hi + 0.1 * (hi - lo + 0.1)))
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(textwrap.fill(title, 120))
+    drawn = _drawn(path, axes)
+    _save(fig, path, dpi=110)
+    return drawn
+
+
+def robustness_corruptions(path: Path, title: str, runs: pd.DataFrame, metrics: pd.DataFrame, colors: dict) -> dict:
+    """Loss increase against severity, one panel per corruption kind and one for their mean."""
+    from analysis.robustness import CORRUPTIONS, RATES  # torch: loaded only for the robustness figures
+
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
+    for ax, kind in zip(axes.flat, [*CORRUPTIONS, None]):
+        _errorbar_curves(ax, _metric_curve(runs, metrics, "loss_increase", "severity", kind), "severity", colors)
+        ax.set(title=kind or "mean over kinds", xlabel="severity", ylabel="Δ val loss vs clean", xticks=range(1, len(RATES)))
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(textwrap.fill(title, 120))
+    drawn = _drawn(path, axes)
+    _save(fig, path, dpi=110)
+    return drawn

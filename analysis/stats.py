@@ -10,6 +10,7 @@ or explicit answers instead of warnings.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -21,6 +22,12 @@ POWER = 0.8
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
 MAX_RUNS = 1000  # "more runs needed" searches stop here
+
+
+def fmt(x, spec: str, missing: str = "—") -> str:
+    """`x` formatted with `spec`, or `missing` when there is no number (None or NaN): the one
+    formatter of statistics that may be absent (a group with no run at the target, one seed)."""
+    return missing if x is None or (isinstance(x, numbers.Real) and math.isnan(x)) else format(x, spec)
 
 
 def clean(values) -> np.ndarray:

@@ -119,8 +119,8 @@ def decide(facts: list[dict], target: float, record: dict | None, alpha: float =
     if n < 2:
         reasons.append("a single run cannot show significance: submit at least 2 seeds")
     elif not test.p < alpha:
-        p = "n/a" if math.isnan(test.p) else f"{test.p:.3g}"
-        reasons.append(f"mean final val loss {loss.mean:.4f} is not below the target {target} with p < {alpha} (p = {p})")
+        reasons.append(f"mean final val loss {loss.mean:.4f} is not below the target {target} with p < {alpha} "
+                       f"(p = {stats.fmt(test.p, '.3g', 'n/a')})")
     evidence = not reasons
     needed = {"target": None if test.p < alpha else stats.runs_for_target(losses, target, alpha), "record": None}
     comparison = {"against": None}
@@ -171,7 +171,7 @@ def make_entry(rows: list[dict], record: dict | None, alpha: float = stats.ALPHA
 def describe(entry: dict) -> str:
     """The decision in a few human-readable lines."""
     def num(x, spec=".4f"):
-        return "n/a" if x is None else format(x, spec)
+        return stats.fmt(x, spec, "n/a")
 
     loss, time = entry["final_val_loss"], entry["time_to_target_s"]
     seeds = ", ".join(str(r["seed"]) for r in entry["runs"])

@@ -163,15 +163,25 @@ def _entry(kind: str, sid: str, base: RunSpec, search: dict, seeds: list[int], t
             "search": search, "seeds": seeds, "trials": trials, "winner": winner, "budget": spent}
 
 
+def _variant(debug_model: bool, data_dir: str | None) -> dict:
+    return {"debug_model": debug_model, "data_dir": data_dir}
+
+
+def _shown(variant: dict) -> dict:
+    """The unofficial-variant choices that were made (none for a real track: older sweep ids stay)."""
+    return {k: v for k, v in variant.items() if v}
+
+
 def run_sweep(track: str, optimizer: str, sets: list[str], steps: int | None, no_compile: bool, nproc: int,
               trials: list[dict[str, str]], search: dict, seeds: list[int], records_dir: str, runner: Runner,
-              say: Say = print) -> dict:
+              say: Say = print, debug_model: bool = False, data_dir: str | None = None) -> dict:
     """Run every trial for every seed (reusing recorded runs), then append the search's entry."""
     if steps is not None and any("steps" in t for t in trials):
         raise UserError("--steps fixes the schedule length that the search varies; drop --steps")
-    specs = [resolve(track, optimizer, [*sets, *(f"{k}={v}" for k, v in t.items())], steps, no_compile, nproc) for t in trials]
+    variant = _variant(debug_model, data_dir)
+    specs = [resolve(track, optimizer, [*sets, *(f"{k}={v}" for k, v in t.items())], steps, no_compile, nproc, **variant) for t in trials]
     sid = sweep_id({"kind": "sweep", "track": track, "optimizer": optimizer, "sets": sets, "steps": steps, "no_compile": no_compile,
-                    "nproc": nproc, "search": search, "seeds": seeds})
+                    "nproc": nproc, "search": search, "seeds": seeds, **_shown(variant)})
     say(f"sweep {sid}: {len(trials)} trials x {len(seeds)} seeds of {optimizer} on {track}")
     start, launched, cpu_s, done = time.monotonic(), 0, 0.0, []
     for i, (overrides, spec) in enumerate(zip(trials, specs), start=1):
@@ -179,11 +189,11 @@ def run_sweep(track: str, optimizer: str, sets: list[str], steps: int | None, no
         launched, cpu_s = launched + made.launched, cpu_s + made.cpu_s
         t = summarize_trial(overrides, spec, made.rows)
         done.append(t)
-        say(f"  trial {i}/{len(trials)} {_show(overrides)}: final loss {_num(t['mean_final_val_loss'], '.4f')}, "
-            f"time to target {_num(t['mean_time_to_target_s'], '.1f')} s, {t['n_reached']}/{t['n']} reached"
+        say(f"  trial {i}/{len(trials)} {_show(overrides)}: final loss {stats.fmt(t['mean_final_val_loss'], '.4f')}, "
+            f"time to target {stats.fmt(t['mean_time_to_target_s'], '.1f')} s, {t['n_reached']}/{t['n']} reached"
             f"{', reused' if not made.launched else ''}")
     winner = choose_winner(done)
-    base = resolve(track, optimizer, sets, steps, no_compile, nproc)
+    base = resolve(track, optimizer, sets, steps, no_compile, nproc, **variant)
     entry = _entry("sweep", sid, base, search, seeds, done, winner, budget(done, launched, cpu_s, time.monotonic() - start))
     append_entry(sweeps_path(records_dir), entry)
     return entry
@@ -198,11 +208,12 @@ def probe_passes(trial: dict, rows: list[dict], target: float, alpha: float) -> 
 
 def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, nproc: int, seeds: list[int], records_dir: str,
                runner: Runner, start: int, max_steps: int | None, tolerance: float, alpha: float = stats.ALPHA,
-               say: Say = print) -> dict:
+               say: Say = print, debug_model: bool = False, data_dir: str | None = None) -> dict:
     """The shortest schedule (--steps) whose runs meet the target with significance: double (or
     halve) from `start` to bracket it, then bisect until the bracket is within `tolerance` (a
     fraction of the step count). Assumes longer schedules do not end at a worse loss."""
-    base = resolve(track, optimizer, sets, start, no_compile, nproc)
+    variant = _variant(debug_model, data_dir)
+    base = resolve(track, optimizer, sets, start, no_compile, nproc, **variant)
     cap = max_steps or base.track.max_steps
     if not 1 <= start <= cap:
         raise UserError(f"--start {start}: must lie in [1, {cap}] (the track's step budget or --max-steps)")
@@ -210,19 +221,19 @@ def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, np
         raise UserError("--seeds: the target test needs at least 2 seeds per step count")
     search = {"start": start, "max_steps": cap, "tolerance": tolerance, "alpha": alpha}
     sid = sweep_id({"kind": "steps", "track": track, "optimizer": optimizer, "sets": sets, "no_compile": no_compile, "nproc": nproc,
-                    "search": search, "seeds": seeds})
+                    "search": search, "seeds": seeds, **_shown(variant)})
     say(f"step search {sid}: {optimizer} on {track}, {len(seeds)} seeds per step count, target {base.track.target}")
     t0, probes, spent = time.monotonic(), {}, {"launched": 0, "cpu_s": 0.0}
 
     def probe(steps: int) -> bool:
         if steps not in probes:
-            spec = resolve(track, optimizer, sets, steps, no_compile, nproc)
+            spec = resolve(track, optimizer, sets, steps, no_compile, nproc, **variant)
             made = ensure_runs(spec, seeds, records_dir, runner)
             spent["launched"] += made.launched
             spent["cpu_s"] += made.cpu_s
             probes[steps] = probe_passes(summarize_trial({"steps": str(steps)}, spec, made.rows), made.rows, spec.track.target, alpha)
             p = probes[steps]
-            say(f"  steps {steps}: mean final loss {_num(p['mean_final_val_loss'], '.4f')}, p = {_num(p['p'], '.3g')} -> "
+            say(f"  steps {steps}: mean final loss {stats.fmt(p['mean_final_val_loss'], '.4f')}, p = {stats.fmt(p['p'], '.3g')} -> "
                 f"{'meets' if p['passed'] else 'misses'} the target")
         return probes[steps]["passed"]
 
@@ -276,6 +287,3 @@ def submit_command(entry: dict, seeds: str = "0-4") -> str | None:
 def _show(overrides: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in overrides.items()) or "(defaults)"
 
-
-def _num(x, spec: str) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)

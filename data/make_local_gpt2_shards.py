@@ -22,11 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from data.tokenize_corpus import tokenize_documents  # noqa: E402
-from nanogpt.data import shard_token_count  # noqa: E402
-from nanogpt.errors import UserError  # noqa: E402
+from nanogpt.data import shard_token_count
+from nanogpt.errors import UserError, entry_point
+from nanogpt.tracks import ROOT
+
+try:
+    from data.tokenize_corpus import tokenize_documents
+except ModuleNotFoundError:  # run as a script: data/ is not a package on the path, but this folder is sys.path[0]
+    from tokenize_corpus import tokenize_documents
 
 CORPORA = (ROOT / "data" / "brown" / "brown.jsonl", ROOT / "data" / "transfer" / "sotu.jsonl")
 SHARD_SIZE = 2**19
@@ -54,16 +57,17 @@ def build(out: Path, procs: int = 1) -> list[Path]:
     return paths
 
 
+@entry_point(interrupted="interrupted: delete the partial shards in --out before rerunning (it refuses a folder that holds some)")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "data" / "local_gpt2", help="output folder (default: data/local_gpt2)")
+    parser = argparse.ArgumentParser(
+        description="Build small GPT-2-token shards from the corpora inside the project (Brown and, when present, State of the "
+                    "Union), named like FineWeb's, for GPU machines without internet and CI: ~3.4M tokens, ~7 MB of shards, "
+                    "tokenized locally (no download).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "data" / "local_gpt2", help="output folder")
     parser.add_argument("--procs", type=int, default=2, help="tokenizer processes")
     args = parser.parse_args(argv)
-    try:
-        build(args.out, args.procs)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    build(args.out, args.procs)
     return 0
 
 

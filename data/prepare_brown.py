@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nanogpt.data import write_shard  # noqa: E402
-from nanogpt.tokenizer import encode_document  # noqa: E402
+from nanogpt.data import write_shard
+from nanogpt.tokenizer import encode_document
 
 HERE = Path(__file__).resolve().parent
 VAL_EVERY = 20
@@ -32,10 +30,11 @@ def split_documents(path: Path) -> tuple[list[str], list[str]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokenizer", default="bytes", choices=["bytes", "gpt2"])
-    parser.add_argument("--corpus", type=Path, default=HERE / "brown" / "brown.jsonl")
-    parser.add_argument("--out", type=Path, default=None, help="default: data/brown/shards (bytes) or data/brown/shards_gpt2")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " Document i goes to validation when i % 20 == 0.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--tokenizer", default="bytes", choices=["bytes", "gpt2"], help="byte-level (the tiny-cpu track) or GPT-2 tokens")
+    parser.add_argument("--corpus", type=Path, default=HERE / "brown" / "brown.jsonl", help="JSON-lines corpus, one document per line")
+    parser.add_argument("--out", type=Path, help="output folder; unset: data/brown/shards (bytes) or data/brown/shards_gpt2")
     args = parser.parse_args()
     out = args.out or HERE / "brown" / ("shards" if args.tokenizer == "bytes" else "shards_gpt2")
     out.mkdir(parents=True, exist_ok=True)

@@ -29,11 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from nanogpt.data import shard_token_count, write_shard  # noqa: E402
-from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.tokenizer import encode_document  # noqa: E402
+from nanogpt.data import shard_token_count, write_shard
+from nanogpt.errors import UserError, entry_point
+from nanogpt.tokenizer import encode_document
 
 DEFAULT_SHARD_SIZE = 10**8  # tokens per shard, as modded-nanogpt's data/fineweb.py
 READ_CHUNK = 1024  # documents handed to the pool at a time (reading errors surface in the main process)
@@ -165,20 +163,19 @@ def tokenize_files(inputs: list[Path], out: Path, prefix: str = "fineweb", shard
     return tokenize_documents(documents, out, prefix, shard_size, procs)
 
 
+@entry_point(interrupted="interrupted: delete the partial shards in --out before rerunning (it refuses a folder that holds some)")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      epilog="The first shard is the validation split (see the module docstring).")
     parser.add_argument("inputs", nargs="+", type=Path, help=".txt, .jsonl (field 'text') or .parquet (column 'text') files")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (must not already hold shards of --prefix)")
+    parser.add_argument("--out", type=Path, required=True, default=argparse.SUPPRESS,
+                        help="output folder (must not already hold shards of --prefix)")
     parser.add_argument("--prefix", default="fineweb", help="shard names: PREFIX_val_000000.bin, PREFIX_train_000001.bin, ...")
-    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="tokens per shard (default 10^8)")
-    parser.add_argument("--procs", type=int, default=os.cpu_count() or 1, help="tokenizer processes (default: all cores)")
+    parser.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="tokens per shard")
+    parser.add_argument("--procs", type=int, default=os.cpu_count() or 1,
+                        help="tokenizer processes (the default is this machine's core count)")
     args = parser.parse_args(argv)
-    try:
-        paths = tokenize_files(args.inputs, args.out, args.prefix, args.shard_size, args.procs)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    paths = tokenize_files(args.inputs, args.out, args.prefix, args.shard_size, args.procs)
     total = sum(shard_token_count(p) for p in paths)
     print(f"{args.out}: 1 validation + {len(paths) - 1} training shards, {total:,} tokens "
           f"({paths[0].name} holds the first {shard_token_count(paths[0]):,})")

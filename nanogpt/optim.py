@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -172,6 +171,3 @@ def build_optimizers(opt: OptimizerSpec, model: torch.nn.Module, hp: dict) -> li
                         f"exactly once ({'; '.join(parts)})")
     return built
 
-
-def hparams_json(hp: dict) -> str:
-    return json.dumps(hp, sort_keys=True)

@@ -9,15 +9,22 @@ once on one machine never lose or tear a row. Reading and validating the table i
 from __future__ import annotations
 
 import csv
+import datetime
 import fcntl
 import hashlib
 import io
 import json
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nanogpt.runlog import Training, figures
+from nanogpt.errors import UserError
+from nanogpt.runlog import RunLog, Training, figures, parse_training
+
+if TYPE_CHECKING:
+    from nanogpt.runspec import RunSpec
 
 SCHEMA_VERSION = 2
 COLUMNS = [
@@ -26,6 +33,11 @@ COLUMNS = [
     "steps_to_target", "tokens_to_target", "flops_to_target", "step_time_ms", "opt_step_share", "peak_mem_mb",
     "code_sha256", "harness_sha256", "track_sha256", "torch_version", "schema_version", "log", "checkpoint",
 ]
+STATUSES = ("ok", "diverged", "interrupted")
+NUMERIC = ["seed", "world_size", "steps", "tokens", "train_time_s", "final_val_loss", "target", "time_to_target_s",
+           "steps_to_target", "tokens_to_target", "flops_to_target", "step_time_ms", "opt_step_share", "peak_mem_mb",
+           "schema_version"]
+REQUIRED = ["run_id", "track", "optimizer", "hparams", "seed", "status", "schema_version"]
 # Measurements the training lines cannot reproduce: verify checks them against the log's result section only.
 MEASURED = ["opt_step_share", "peak_mem_mb", "checkpoint"]
 # A configuration: runs that share these are repetitions of one experiment (they differ only in seed).
@@ -76,6 +88,76 @@ def csv_line(values: list) -> str:
     return buf.getvalue()
 
 
+def locked_read(path: Path) -> str:
+    with open(path, newline="") as f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        try:
+            return f.read()
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_raw_rows(records_dir: str | Path) -> list[tuple[int, dict[str, str]]]:
+    """Every row as written (text cells) with its line number, validated; the first bad row fails
+    with a message naming its line."""
+    path = table_path(records_dir)
+    if not path.exists():
+        return []
+    reader = csv.reader(io.StringIO(locked_read(path)))
+    header = next(reader, None)
+    if header is None:
+        return []
+    if header != COLUMNS:
+        raise UserError(f"{path}:1: header does not match schema version {SCHEMA_VERSION}{_old_version_hint(header, reader)}; "
+                        "rebuild the table from the logs (python scripts/rebuild_records.py) or move the file aside")
+    rows, seen = [], {}
+    for fields in reader:
+        lineno = reader.line_num
+        if len(fields) != len(COLUMNS):
+            raise UserError(f"{path}:{lineno}: malformed row ({len(fields)} fields, expected {len(COLUMNS)}); fix or delete that line")
+        rec = dict(zip(COLUMNS, fields))
+        _check_row(path, lineno, rec)
+        if rec["run_id"] in seen:
+            raise UserError(f"{path}:{lineno}: run {rec['run_id']} already appears on line {seen[rec['run_id']]}; delete one of them")
+        seen[rec["run_id"]] = lineno
+        rows.append((lineno, rec))
+    return rows
+
+
+def _old_version_hint(header: list[str], reader) -> str:
+    if "schema_version" not in header:
+        return ""
+    first = next(reader, None)
+    if first is None or len(first) != len(header):
+        return ""
+    return f" (its rows are version {first[header.index('schema_version')]})"
+
+
+def _check_row(path: Path, lineno: int, rec: dict[str, str]) -> None:
+    where = f"{path}:{lineno}"
+    if rec["schema_version"] != str(SCHEMA_VERSION):
+        raise UserError(f"{where}: schema version {rec['schema_version']!r} is unknown (this harness reads {SCHEMA_VERSION}); "
+                        "rebuild the table from the logs (python scripts/rebuild_records.py)")
+    for col in REQUIRED:
+        if rec[col] == "":
+            raise UserError(f"{where}: column {col} is empty; fix or delete that line")
+    if rec["status"] not in STATUSES:
+        raise UserError(f"{where}: status {rec['status']!r} is not one of {', '.join(STATUSES)}")
+    if rec["reached_target"] not in ("True", "False", ""):
+        raise UserError(f"{where}: reached_target {rec['reached_target']!r} must be True or False")
+    for col in NUMERIC:
+        if rec[col] != "":
+            try:
+                float(rec[col])
+            except ValueError:
+                raise UserError(f"{where}: column {col} = {rec[col]!r} is not a number; fix or delete that line") from None
+    try:
+        if not isinstance(json.loads(rec["hparams"]), dict):
+            raise ValueError
+    except ValueError:
+        raise UserError(f"{where}: column hparams is not a JSON object; fix or delete that line") from None
+
+
 def append_row(records_dir: str | Path, row: dict) -> None:
     """Append one run's row under an exclusive lock (header written by whoever creates the file)."""
     if set(row) != set(COLUMNS):
@@ -97,3 +179,51 @@ def build_row(config: dict, environment: dict, training: Training, status: str |
     }
 
 
+
+
+def check_records_dir(records_dir: str | Path) -> None:
+    """Fail before any compilation or training when the run could not be recorded cleanly: the
+    folder is a file or not writable, or the table there has another schema or a bad row."""
+    folder = Path(records_dir)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--records-dir {records_dir} is a file, not a folder; pass a folder (it is created if missing)")
+    try:
+        (folder / "logs").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--records-dir {records_dir}: cannot create it ({e.strerror}); pass a writable folder") from None
+    if not os.access(folder / "logs", os.W_OK) or not os.access(folder, os.W_OK):
+        raise UserError(f"--records-dir {records_dir} is not writable; pass a writable folder")
+    read_raw_rows(folder)  # a bad row names its line now, not after the run
+
+
+class Recording:
+    """One run's log and row, the same for run.py and the tests' synthetic runs: opened before the
+    timed loop (config, environment, sources), one line per step and evaluation, then the row,
+    computed from the lines as written, appended to the table. Ranks other than 0 write nothing."""
+
+    def __init__(self, spec: RunSpec, records_dir: str | Path, seed: int, environment: dict, *, flops_per_token: int,
+                 diverge_at: float, write: bool = True):
+        started = datetime.datetime.now(datetime.timezone.utc)
+        self.run_id = f"{started:%Y%m%d-%H%M%S}-{spec.track.name}-{spec.optimizer.name}-s{seed}-{uuid.uuid4().hex[:6]}"
+        self.records_dir = Path(records_dir)
+        self.path = self.records_dir / "logs" / f"{self.run_id}.txt"
+        self.environment = environment
+        self.config = spec.config(run_id=self.run_id, seed=seed, date=started.isoformat(timespec="seconds"),
+                                  world_size=environment["world_size"], flops_per_token=flops_per_token, diverge_at=diverge_at)
+        self.log = RunLog(self.path) if write else None
+        if self.log:
+            self.log.begin(self.config, environment, spec.sources)
+
+    def line(self, text: str) -> None:
+        if self.log:
+            self.log.line(text)
+
+    def relative(self, path: Path) -> str:
+        return os.path.relpath(path, self.records_dir)
+
+    def finish(self, status: str, measured: dict) -> dict:
+        """Close the log with the run's row and append that row to the table; returns the row."""
+        row = build_row(self.config, self.environment, parse_training(self.log.training), status, measured, self.relative(self.path))
+        self.log.finish(row)
+        append_row(self.records_dir, row)
+        return row

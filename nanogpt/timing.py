@@ -3,6 +3,7 @@ optimizer-step share is measured with CUDA events so that measuring it adds no h
 
 from __future__ import annotations
 
+import resource
 import time
 
 import torch
@@ -54,3 +55,10 @@ class RegionTimer:
             torch.cuda.synchronize()
             return sum(s.elapsed_time(e) for s, e in self.pairs) / 1000.0
         return self.total_cpu
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak allocated device memory on GPU; the process's peak resident set size on CPU."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

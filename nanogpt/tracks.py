@@ -14,6 +14,8 @@ from pathlib import Path
 from nanogpt.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
+OFFICIAL_RECORDS = ROOT / "records"  # the committed board: written by submissions, or when asked for
+PERSONAL_RUNS = ROOT / "runs"  # a user's own runs (git-ignored): where run.py records by default
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,35 @@ def _rms(m: int, n: int) -> float:
 SHAPE_SCALES = {"keller": _keller, "spectral": _spectral, "rms": _rms}
 
 
+# Muon's hyperparameters with the harness conventions as defaults: the one place they are written.
+MATRIX_DEFAULTS = {
+    "lr": 0.02,
+    "momentum": 0.95,
+    "nesterov": True,
+    "ns_steps": 5,
+    "orthogonalizer": "ns5",
+    "ortho_dtype": "auto",
+    "weight_decay": 0.0,
+    "momentum_warmup_steps": 0,
+    "momentum_start": 0.85,
+    "norm_eps": 1e-7,
+    "momentum_form": "damped",
+    "shape_scale": "keller",
+    "shape_scale_decay": False,
+    "cautious_wd": False,
+}
+# The auxiliary AdamW of the Muon family (embeddings, head, 1-D parameters), speedrun values.
+AUX_DEFAULTS = {
+    "embed_lr": 0.3,
+    "head_lr": 0.008,
+    "scalar_lr": 0.04,
+    "adam_beta1": 0.8,
+    "adam_beta2": 0.95,
+    "adam_eps": 1e-10,
+    "adam_weight_decay": 0.0,
+}
+
+
 class MatrixOptimizer(torch.optim.Optimizer):
     """Muon (Keller Jordan, 2024) with hooks and convention options for its variants.
 
@@ -61,41 +90,30 @@ class MatrixOptimizer(torch.optim.Optimizer):
       track Polar Express, 1e-8 dion). The 1.02 safety factor belongs to Polar Express.
     - cautious_wd: decay only entries where the update and the weight agree in sign (O * W >= 0).
     - ortho_dtype "auto": bf16 on GPU, float32 on CPU (faster there, and exact).
+
+    Hyperparameters are keyword arguments, defaults in MATRIX_DEFAULTS (written once); a variant
+    states only what it adds or changes in OPTIONS, and its valid string values in CHOICES. They
+    live in the param groups (group[key]) for every variant.
     """
 
-    def __init__(
-        self,
-        params,
-        lr: float = 0.02,
-        momentum: float = 0.95,
-        nesterov: bool = True,
-        ns_steps: int = 5,
-        orthogonalizer: str = "ns5",
-        ortho_dtype: str = "auto",
-        weight_decay: float = 0.0,
-        momentum_warmup_steps: int = 0,
-        momentum_start: float = 0.85,
-        norm_eps: float = 1e-7,
-        momentum_form: str = "damped",
-        shape_scale: str = "keller",
-        shape_scale_decay: bool = False,
-        cautious_wd: bool = False,
-        variant: dict | None = None,
-    ):
-        for key, value, valid in (
-            ("orthogonalizer", orthogonalizer, METHODS),
-            ("ortho_dtype", ortho_dtype, ("auto", *DTYPES)),
-            ("momentum_form", momentum_form, MOMENTUM_FORMS),
-            ("shape_scale", shape_scale, SHAPE_SCALES),
-        ):
-            if value not in valid:
-                raise ValueError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
-        defaults = dict(
-            lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, orthogonalizer=orthogonalizer,
-            ortho_dtype=ortho_dtype, weight_decay=weight_decay, momentum_warmup_steps=momentum_warmup_steps,
-            momentum_start=momentum_start, norm_eps=norm_eps, momentum_form=momentum_form, shape_scale=shape_scale,
-            shape_scale_decay=shape_scale_decay, cautious_wd=cautious_wd, step=0, **(variant or {}),
-        )
+    OPTIONS: dict = {}  # a variant's own hyperparameters, or the Muon defaults it changes (with their defaults)
+    CHOICES: dict = {"orthogonalizer": METHODS, "ortho_dtype": ("auto", *DTYPES), "momentum_form": MOMENTUM_FORMS,
+                     "shape_scale": tuple(SHAPE_SCALES)}
+
+    @classmethod
+    def hyperparameters(cls) -> dict:
+        """Every hyperparameter of this optimizer with its default: Muon's, then the variant's."""
+        return {**MATRIX_DEFAULTS, **cls.OPTIONS}
+
+    def __init__(self, params, **hp):
+        known = self.hyperparameters()
+        unknown = sorted(set(hp) - set(known))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no hyperparameter {', '.join(unknown)}; valid: {', '.join(known)}")
+        defaults = {**known, **hp, "step": 0}
+        for key, valid in self.CHOICES.items():
+            if defaults[key] not in valid:
+                raise ValueError(f"unknown {key} {defaults[key]!r}; valid: {', '.join(valid)}")
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
@@ -196,17 +214,6 @@ class MatrixOptimizer(torch.optim.Optimizer):
         return loss
 
 
-AUX_DEFAULTS = {
-    "embed_lr": 0.3,
-    "head_lr": 0.008,
-    "scalar_lr": 0.04,
-    "adam_beta1": 0.8,
-    "adam_beta2": 0.95,
-    "adam_eps": 1e-10,
-    "adam_weight_decay": 0.0,
-}
-
-
 def aux_adamw(params: dict[str, list], hp: dict) -> torch.optim.AdamW | None:
     """AdamW for the non-matrix roles (embed, head, scalar), one group per role."""
     groups = [
@@ -221,30 +228,14 @@ def aux_adamw(params: dict[str, list], hp: dict) -> torch.optim.AdamW | None:
     )
 
 
-# The MatrixOptimizer arguments, with the harness conventions as defaults.
-MATRIX_DEFAULTS = {
-    "lr": 0.02,
-    "momentum": 0.95,
-    "nesterov": True,
-    "ns_steps": 5,
-    "orthogonalizer": "ns5",
-    "ortho_dtype": "auto",
-    "weight_decay": 0.0,
-    "momentum_warmup_steps": 0,
-    "momentum_start": 0.85,
-    "norm_eps": 1e-7,
-    "momentum_form": "damped",
-    "shape_scale": "keller",
-    "shape_scale_decay": False,
-    "cautious_wd": False,
-}
-MUON_DEFAULTS = {**MATRIX_DEFAULTS, **AUX_DEFAULTS}
+def family_defaults(cls: type[MatrixOptimizer]) -> dict:
+    """A Muon-family module's DEFAULTS: the matrix optimizer's hyperparameters and the auxiliary AdamW's."""
+    return {**cls.hyperparameters(), **AUX_DEFAULTS}
 
 
-def muon_kwargs(hp: dict) -> dict:
-    """The MatrixOptimizer arguments of a Muon-family hyperparameter dict."""
-    return {k: hp[k] for k in MATRIX_DEFAULTS}
-
-
-def build_matrix_with_aux(matrix_opt: torch.optim.Optimizer | None, params: dict, hp: dict) -> list[torch.optim.Optimizer]:
-    return [o for o in (matrix_opt, aux_adamw(params, hp)) if o is not None]
+def build_family(cls: type[MatrixOptimizer], params: dict, hp: dict, **extra) -> list[torch.optim.Optimizer]:
+    """The matrix optimizer on the `matrix` role and the auxiliary AdamW on the others (the
+    construction every Muon-family build() shares); `extra` are constructor arguments that are
+    not hyperparameters (Newton-Muon's map of layer inputs)."""
+    matrix = cls(params["matrix"], **{k: hp[k] for k in cls.hyperparameters()}, **extra) if params["matrix"] else None
+    return [o for o in (matrix, aux_adamw(params, hp)) if o is not None]

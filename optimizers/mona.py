@@ -24,11 +24,7 @@ State: Muon's momentum plus the gradient EMA, 2x the parameters.
 
 import torch
 
-from nanogpt.errors import UserError
-from optimizers._matrix import MUON_DEFAULTS, MatrixOptimizer, build_matrix_with_aux, muon_kwargs
-
-DEFAULTS = {**MUON_DEFAULTS, "beta_a": 0.99, "alpha": "auto"}
-TRACK_DEFAULTS: dict = {"tiny-cpu": {"beta_a": 0.975, "lr": 0.02}}  # lr tuned 2026-12-02: 0.02 of {0.02, 0.04}
+from optimizers._matrix import MatrixOptimizer, build_family, family_defaults
 
 
 def reconstructed_alpha(beta_a: float) -> float:
@@ -37,10 +33,21 @@ def reconstructed_alpha(beta_a: float) -> float:
 
 
 class Mona(MatrixOptimizer):
-    """Muon on G_t + alpha (1 - beta_a)(G_t - m_{t-1}), m the EMA of gradients."""
+    """Muon on G_t + alpha (1 - beta_a)(G_t - m_{t-1}), m the EMA of gradients. alpha is a number
+    or "auto" (the reconstructed -1/(2(1 - beta_a)))."""
 
-    def __init__(self, params, alpha: float, beta_a: float = 0.99, **muon):
-        super().__init__(params, variant={"alpha": alpha, "beta_a": beta_a}, **muon)
+    OPTIONS = {"beta_a": 0.99, "alpha": "auto"}
+
+    def __init__(self, params, **hp):
+        beta_a = hp.get("beta_a", self.OPTIONS["beta_a"])
+        if not 0.0 <= beta_a < 1.0:
+            raise ValueError(f"beta_a={beta_a} must lie in [0, 1)")
+        alpha = hp.get("alpha", self.OPTIONS["alpha"])
+        try:
+            hp["alpha"] = reconstructed_alpha(beta_a) if alpha == "auto" else float(alpha)
+        except ValueError:
+            raise ValueError(f"alpha={alpha!r}: expected a number or 'auto' (= -1/(2(1-beta_a)))") from None
+        super().__init__(params, **hp)
 
     def transform_grad(self, p, grad, state, group):
         if "grad_ema" not in state:
@@ -51,17 +58,9 @@ class Mona(MatrixOptimizer):
         return accelerated
 
 
-def resolve_alpha(hp: dict) -> float:
-    if hp["alpha"] == "auto":
-        return reconstructed_alpha(hp["beta_a"])
-    try:
-        return float(hp["alpha"])
-    except ValueError:
-        raise UserError(f"alpha={hp['alpha']!r}: expected a number or 'auto' (= -1/(2(1-beta_a)))") from None
+DEFAULTS = family_defaults(Mona)
+TRACK_DEFAULTS: dict = {"tiny-cpu": {"beta_a": 0.975, "lr": 0.02}}  # lr tuned 2026-12-02: 0.02 of {0.02, 0.04}
 
 
 def build(params, hp, model):
-    if not 0.0 <= hp["beta_a"] < 1.0:
-        raise UserError(f"beta_a={hp['beta_a']} must lie in [0, 1)")
-    matrix = Mona(params["matrix"], alpha=resolve_alpha(hp), beta_a=hp["beta_a"], **muon_kwargs(hp)) if params["matrix"] else None
-    return build_matrix_with_aux(matrix, params, hp)
+    return build_family(Mona, params, hp)

@@ -4,9 +4,9 @@ Hidden matrices take the orthogonalized Nesterov momentum (NS5, or Polar Express
 `--set orthogonalizer=polar_express`); embeddings, head and 1-D parameters take AdamW.
 """
 
-from optimizers._matrix import MUON_DEFAULTS, MatrixOptimizer, build_matrix_with_aux, muon_kwargs
+from optimizers._matrix import MatrixOptimizer, build_family, family_defaults
 
-DEFAULTS = dict(MUON_DEFAULTS)
+DEFAULTS = family_defaults(MatrixOptimizer)
 # The GPT-2 speedrun track, from the 11/03/24 modded-nanogpt record (as reproduced in the MoE fork
 # taken at that record): Muon lr 0.02, momentum 0.95, Nesterov; AdamW betas (0.9, 0.95), default eps,
 # embedding lr 0.3, head lr 0.002.
@@ -32,5 +32,4 @@ TRACK_DEFAULTS: dict = {
 
 
 def build(params, hp, model):
-    matrix = MatrixOptimizer(params["matrix"], **muon_kwargs(hp)) if params["matrix"] else None
-    return build_matrix_with_aux(matrix, params, hp)
+    return build_family(MatrixOptimizer, params, hp)

@@ -17,23 +17,18 @@ State: momentum and V, 2x the parameters.
 
 import torch
 
-from optimizers._matrix import MUON_DEFAULTS, MatrixOptimizer, build_matrix_with_aux, muon_kwargs
-
-DEFAULTS = {
-    **MUON_DEFAULTS,
-    "lr": 0.1,  # the 124M speedrun value (track-3 record #7), with the Muon shape factor
-    "ns_steps": 3,
-    "beta2": 0.95,
-    "eps": 1e-10,
-}
-TRACK_DEFAULTS: dict = {"tiny-cpu": {"lr": 0.02}}  # tuned 2026-12-02: lr 0.02 of {0.02, 0.04} (also for Muon²-F)
+from optimizers._matrix import MatrixOptimizer, build_family, family_defaults
 
 
 class Muon2(MatrixOptimizer):
     """Muon with the Nesterov momentum divided element-wise by sqrt(V) + eps before orthogonalizing."""
 
-    def __init__(self, params, beta2: float = 0.95, eps: float = 1e-10, **muon):
-        super().__init__(params, variant={"beta2": beta2, "eps": eps}, **muon)
+    OPTIONS = {
+        "lr": 0.1,  # the 124M speedrun value (track-3 record #7), with the Muon shape factor
+        "ns_steps": 3,
+        "beta2": 0.95,
+        "eps": 1e-10,
+    }
 
     def second_moment(self, grad: torch.Tensor, state: dict, group: dict) -> torch.Tensor:
         """The element-wise estimate of E[G ⊙ G] (updated in place)."""
@@ -46,6 +41,9 @@ class Muon2(MatrixOptimizer):
         return update.div_(self.second_moment(grad, state, group).sqrt().add_(group["eps"]))
 
 
+DEFAULTS = family_defaults(Muon2)
+TRACK_DEFAULTS: dict = {"tiny-cpu": {"lr": 0.02}}  # tuned 2026-12-02: lr 0.02 of {0.02, 0.04} (also for Muon²-F)
+
+
 def build(params, hp, model):
-    matrix = Muon2(params["matrix"], beta2=hp["beta2"], eps=hp["eps"], **muon_kwargs(hp)) if params["matrix"] else None
-    return build_matrix_with_aux(matrix, params, hp)
+    return build_family(Muon2, params, hp)

@@ -12,13 +12,9 @@ Muon2F is reproduced by configuration in tests/test_optimizer_fixtures.py.
 
 import torch
 
-from optimizers._matrix import build_matrix_with_aux, muon_kwargs
-from optimizers.muon2 import DEFAULTS as MUON2_DEFAULTS
+from optimizers._matrix import build_family, family_defaults
 from optimizers.muon2 import TRACK_DEFAULTS as MUON2_TRACK_DEFAULTS
 from optimizers.muon2 import Muon2
-
-DEFAULTS = dict(MUON2_DEFAULTS)
-TRACK_DEFAULTS: dict = {track: dict(hp) for track, hp in MUON2_TRACK_DEFAULTS.items()}
 
 
 class Muon2F(Muon2):
@@ -34,6 +30,9 @@ class Muon2F(Muon2):
         return row * col / col.sum(-1, keepdim=True).clamp(min=group["eps"])
 
 
+DEFAULTS = family_defaults(Muon2F)
+TRACK_DEFAULTS: dict = {track: dict(hp) for track, hp in MUON2_TRACK_DEFAULTS.items()}
+
+
 def build(params, hp, model):
-    matrix = Muon2F(params["matrix"], beta2=hp["beta2"], eps=hp["eps"], **muon_kwargs(hp)) if params["matrix"] else None
-    return build_matrix_with_aux(matrix, params, hp)
+    return build_family(Muon2F, params, hp)

@@ -28,10 +28,7 @@ from collections.abc import Mapping
 import torch
 import torch.distributed as dist
 
-from optimizers._matrix import MUON_DEFAULTS, MatrixOptimizer, build_matrix_with_aux, muon_kwargs
-
-DEFAULTS = {**MUON_DEFAULTS, "refresh_every": 32, "newton_beta": 0.95, "newton_gamma": 0.2, "ridge_eps": 1e-8}
-TRACK_DEFAULTS: dict = {"tiny-cpu": {"lr": 0.02}}  # tuned 2026-12-02: lr 0.02 of {0.02, 0.04}
+from optimizers._matrix import MatrixOptimizer, build_family, family_defaults
 
 
 def right_precondition(grad: torch.Tensor, k_inv: torch.Tensor) -> torch.Tensor:
@@ -51,22 +48,13 @@ class NewtonMuon(MatrixOptimizer):
     (blocks, d, d) and the number of refreshes so far.
     """
 
-    def __init__(
-        self,
-        params,
-        inputs: Mapping[torch.Tensor, tuple[torch.nn.Module, int]] | None = None,
-        refresh_every: int = 32,
-        newton_beta: float = 0.95,
-        newton_gamma: float = 0.2,
-        ridge_eps: float = 1e-8,
-        k_init: float = 1e-3,
-        **muon,
-    ):
-        super().__init__(params, **muon)
-        if refresh_every < 1:
-            raise ValueError(f"refresh_every={refresh_every} must be a positive number of steps")
-        self.refresh_every, self.beta, self.gamma, self.ridge_eps, self.k_init = (
-            refresh_every, newton_beta, newton_gamma, ridge_eps, k_init)
+    OPTIONS = {"refresh_every": 32, "newton_beta": 0.95, "newton_gamma": 0.2, "ridge_eps": 1e-8}
+    K_INIT = 1e-3  # K starts at K_INIT * I (the paper's initialisation)
+
+    def __init__(self, params, inputs: Mapping[torch.Tensor, tuple[torch.nn.Module, int]] | None = None, **hp):
+        super().__init__(params, **hp)
+        if self.defaults["refresh_every"] < 1:
+            raise ValueError(f"refresh_every={self.defaults['refresh_every']} must be a positive number of steps")
         mine = {p for group in self.param_groups for p in group["params"]}
         self.owner: dict[torch.Tensor, torch.Tensor] = {}  # matrix -> the matrix owning its statistic
         self.sources: dict[torch.nn.Module, tuple[torch.Tensor, int]] = {}  # module -> (owner, blocks)
@@ -85,7 +73,7 @@ class NewtonMuon(MatrixOptimizer):
     # --- statistics ----------------------------------------------------------------------------
     def before_forward(self, step: int) -> bool:
         """On refresh steps, hook the inputs for this step's forward passes (and ask for eager mode)."""
-        if not self.sources or (step + 1) % self.refresh_every:
+        if not self.sources or (step + 1) % self.defaults["refresh_every"]:
             return False
         if not self._hooks:
             self._hooks = [module.register_forward_pre_hook(self._collect) for module in self.sources]
@@ -126,7 +114,7 @@ class NewtonMuon(MatrixOptimizer):
     def inverse(self, k: torch.Tensor) -> torch.Tensor:
         """(K + (gamma tr(K)/d + ridge_eps) I)⁻¹ per block by Cholesky; I where it fails."""
         eye = torch.eye(k.size(-1), dtype=k.dtype, device=k.device)
-        ridge = self.gamma * k.diagonal(dim1=-2, dim2=-1).sum(-1) / k.size(-1) + self.ridge_eps
+        ridge = self.defaults["newton_gamma"] * k.diagonal(dim1=-2, dim2=-1).sum(-1) / k.size(-1) + self.defaults["ridge_eps"]
         chol, info = torch.linalg.cholesky_ex(k + ridge[:, None, None] * eye)
         return torch.where((info == 0)[:, None, None], torch.cholesky_inverse(chol), eye)
 
@@ -140,9 +128,9 @@ class NewtonMuon(MatrixOptimizer):
             state = self.state[self.sources[module][0]]
             if "K" not in state:
                 blocks, d = mean.shape[0], mean.shape[-1]
-                state["K"] = self.k_init * torch.eye(d, device=mean.device).expand(blocks, d, d).clone()
+                state["K"] = self.K_INIT * torch.eye(d, device=mean.device).expand(blocks, d, d).clone()
                 state["refreshes"] = 0
-            state["K"].lerp_(mean, 1 - self.beta)
+            state["K"].lerp_(mean, 1 - self.defaults["newton_beta"])
             state["K_inv"] = self.inverse(state["K"])
             state["refreshes"] += 1
         self._sums = {}
@@ -166,14 +154,12 @@ class NewtonMuon(MatrixOptimizer):
         return loss
 
 
+DEFAULTS = family_defaults(NewtonMuon)
+TRACK_DEFAULTS: dict = {"tiny-cpu": {"lr": 0.02}}  # tuned 2026-12-02: lr 0.02 of {0.02, 0.04}
+
+
 def build(params, hp, model):
-    if not params["matrix"]:
-        return build_matrix_with_aux(None, params, hp)
     names = {id(p): name for name, p in model.named_parameters()} if model is not None else {}
     sources = model.matrix_inputs() if hasattr(model, "matrix_inputs") else {}
     inputs = {p: sources[names[id(p)]] for p in params["matrix"] if names.get(id(p)) in sources}
-    matrix = NewtonMuon(
-        params["matrix"], inputs=inputs, refresh_every=hp["refresh_every"], newton_beta=hp["newton_beta"],
-        newton_gamma=hp["newton_gamma"], ridge_eps=hp["ridge_eps"], **muon_kwargs(hp),
-    )
-    return build_matrix_with_aux(matrix, params, hp)
+    return build_family(NewtonMuon, params, hp, inputs=inputs)

@@ -19,41 +19,14 @@ The normalization is computed in float32. State: momentum plus one value per neu
 
 import torch
 
-from optimizers._matrix import MUON_DEFAULTS, MatrixOptimizer, build_matrix_with_aux, muon_kwargs
-
-DEFAULTS = {
-    **MUON_DEFAULTS,
-    "beta2": 0.95,
-    "normuon_eps": 1e-10,
-    "eps_mode": "clamp",
-    "neuron_axis": "auto",
-    "stats_after_scale": False,
-}
-TRACK_DEFAULTS: dict = {"tiny-cpu": {"lr": 0.04}}  # tuned 2026-12-02: lr 0.04 of {0.02, 0.04}
-EPS_MODES = ("clamp", "add")
-NEURON_AXES = ("auto", "row")
+from optimizers._matrix import MatrixOptimizer, build_family, family_defaults
 
 
 class NorMuon(MatrixOptimizer):
     """Muon whose orthogonalized update is normalized per neuron by an EMA of its second moment."""
 
-    def __init__(
-        self,
-        params,
-        beta2: float = 0.95,
-        normuon_eps: float = 1e-10,
-        eps_mode: str = "clamp",
-        neuron_axis: str = "auto",
-        stats_after_scale: bool = False,
-        **muon,
-    ):
-        if eps_mode not in EPS_MODES:
-            raise ValueError(f"unknown eps_mode {eps_mode!r}; valid: {', '.join(EPS_MODES)}")
-        if neuron_axis not in NEURON_AXES:
-            raise ValueError(f"unknown neuron_axis {neuron_axis!r}; valid: {', '.join(NEURON_AXES)}")
-        variant = dict(beta2=beta2, normuon_eps=normuon_eps, eps_mode=eps_mode, neuron_axis=neuron_axis,
-                       stats_after_scale=stats_after_scale)
-        super().__init__(params, variant=variant, **muon)
+    OPTIONS = {"beta2": 0.95, "normuon_eps": 1e-10, "eps_mode": "clamp", "neuron_axis": "auto", "stats_after_scale": False}
+    CHOICES = {**MatrixOptimizer.CHOICES, "eps_mode": ("clamp", "add"), "neuron_axis": ("auto", "row")}
 
     def postprocess(self, p, ortho, state, group):
         o = ortho.float()
@@ -69,11 +42,9 @@ class NorMuon(MatrixOptimizer):
         return normalized * (norm_o / normalized.norm(dim=(-2, -1), keepdim=True).clamp(min=eps))
 
 
+DEFAULTS = family_defaults(NorMuon)
+TRACK_DEFAULTS: dict = {"tiny-cpu": {"lr": 0.04}}  # tuned 2026-12-02: lr 0.04 of {0.02, 0.04}
+
+
 def build(params, hp, model):
-    matrix = None
-    if params["matrix"]:
-        matrix = NorMuon(
-            params["matrix"], beta2=hp["beta2"], normuon_eps=hp["normuon_eps"], eps_mode=hp["eps_mode"],
-            neuron_axis=hp["neuron_axis"], stats_after_scale=hp["stats_after_scale"], **muon_kwargs(hp),
-        )
-    return build_matrix_with_aux(matrix, params, hp)
+    return build_family(NorMuon, params, hp)

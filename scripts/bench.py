@@ -16,16 +16,15 @@ import argparse
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import optimizers
+from analysis.records import read_table
+from nanogpt.errors import entry_point
+from nanogpt.tracks import ROOT, get_track
 
-import optimizers  # noqa: E402
-from analysis.records import read_table  # noqa: E402
-from nanogpt.tracks import get_track  # noqa: E402
+STEPS, REPEATS = 40, 3  # per run, runs per optimizer
 
 
 def launch(track: str, optimizer: str, steps: int, repeats: int, extra: list[str], records: str) -> None:
@@ -58,13 +57,23 @@ def print_row(r: dict) -> None:
           f"{r['opt_share_pct']:.1f}% | {r['peak_mem_mb']:.0f} | {r['device']} |", flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--track", default="tiny-cpu")
-    parser.add_argument("--optimizers", default=",".join(optimizers.available()))
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-compile", action="store_true")
+def description() -> str:
+    n = len(optimizers.available())
+    return ("Per-optimizer speed on a track: tokens/s, mean step time, the optimizer step's share of it, peak memory. "
+            f"Launches fresh run.py processes, one after another: by default {REPEATS} runs of {STEPS} steps for each of the {n} "
+            f"optimizers ({REPEATS * n} runs); --from-records DIR summarises the completed runs recorded in DIR instead "
+            "and launches nothing. "
+            "Time it alone: any other load on a 2-core machine slows torch steps several-fold.")
+
+
+@entry_point(interrupted="interrupted: the rows printed so far are complete; the measurements' records folders were temporary")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=description(), formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--track", default="tiny-cpu", help="track to measure")
+    parser.add_argument("--optimizers", default=",".join(optimizers.available()), help="comma-separated optimizer names")
+    parser.add_argument("--steps", type=int, default=STEPS, help="training steps per run")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="runs per optimizer (seeds 0, 1, ...); the median is reported")
+    parser.add_argument("--no-compile", action="store_true", help="pass --no-compile to run.py")
     parser.add_argument("--from-records", metavar="DIR", default=None, help="summarise the runs recorded in DIR; launch nothing")
     args = parser.parse_args(argv)
     track = get_track(args.track)
@@ -87,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         runs = df[(df["track"] == track.name) & (df["optimizer"] == name) & (df["status"] == "ok")]
         if not runs.empty:
             print_row(summarize(runs))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,7 +8,8 @@ memory; then a short real training run on local shards; then pass/fail for the s
 
 What a "step" is: one GPU's share of one step of the track on --gpus GPUs (default: the track's
 hardware class, 8 for 8xH100), i.e. batch_size / gpus sequences in micro-batches, forward +
-backward, then the whole optimizer step. Gradient all-reduce is not measured (one process), and
+backward, then the whole optimizer step: the harness's own step (nanogpt.train.train_step).
+"fwd+bwd" is the step's time minus the optimizer step's (CUDA events). Gradient all-reduce is not measured (one process), and
 Muon-family orthogonalization is not sharded, so the optimizer share here is an upper bound of
 the share on 8 GPUs. Tokens are random (speed does not depend on them); weights and optimizer
 state are reset after the warmup steps, which cover one Newton-Muon refresh, exactly as run.py does.
@@ -21,14 +22,12 @@ benchmarks/<device>-<track>-<time>.{json,md}; record them in benchmarks/README.m
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import gc
 import json
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,18 +35,19 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import optimizers  # noqa: E402
-from analysis.records import read_table  # noqa: E402
-from nanogpt.distributed import device_name, sync  # noqa: E402
-from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.model import GPT  # noqa: E402
-from nanogpt.optim import build_optimizers, default_hparams, load_optimizer  # noqa: E402
-from nanogpt.runlog import parse_log  # noqa: E402
-from nanogpt.timing import RegionTimer  # noqa: E402
-from nanogpt.tracks import Track, debug_variant, get_track  # noqa: E402
+import optimizers
+from analysis.launch import subprocess_runner
+from analysis.records import read_table
+from analysis.stats import fmt
+from nanogpt.distributed import device_name, sync
+from nanogpt.errors import UserError, entry_point
+from nanogpt.model import GPT
+from nanogpt.optim import build_optimizers, default_hparams, load_optimizer
+from nanogpt.runlog import parse_log
+from nanogpt.runspec import resolve
+from nanogpt.timing import RegionTimer
+from nanogpt.tracks import ROOT, Track, debug_variant, get_track
+from nanogpt.train import Workload, train_step
 
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s from NVIDIA's data sheets, matched against
 # torch.cuda.get_device_name() in this order (the first key contained in the name wins).
@@ -112,23 +112,14 @@ class SpeedBench:
         self.batches = [(s[:, :-1].to(device), s[:, 1:].to(device)) for s in seqs]
         self.tokens_per_step = self.accum * track.micro_batch_size * track.seq_len
         self.flops_per_token = self.model.flops_per_token(track.seq_len)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" and track.dtype == "bfloat16"
-                         else contextlib.nullcontext())
+        self.workload = Workload.local(self.model, self.fast, device, track.micro_batch_size, self.accum,
+                                       track.dtype if device == "cuda" else "float32")
 
-    def step(self, step: int, opts, fb_timer: RegionTimer, opt_timer: RegionTimer) -> float:
-        eager = any([o.before_forward(step) for o in opts if hasattr(o, "before_forward")])
-        forward = self.model if eager else self.fast
+    def step(self, step: int, opts, opt_timer: RegionTimer) -> float:
+        """One training step (the harness's own, nanogpt.train.train_step) at a constant learning rate; its wall time."""
         sync(self.device)
         t0 = time.perf_counter()
-        with fb_timer:
-            for x, y in self.batches:
-                with self.autocast:
-                    loss = forward(x, y) / self.accum
-                loss.backward()
-        with opt_timer:
-            for o in opts:
-                o.step()
-        self.model.zero_grad(set_to_none=True)
+        train_step(self.workload, opts, step, self.batches, lr_mult=1.0, opt_timer=opt_timer)
         sync(self.device)
         return time.perf_counter() - t0
 
@@ -138,7 +129,7 @@ class SpeedBench:
         self.model.load_state_dict(self.initial)
         opts = build_optimizers(spec, self.model, hp)
         for step in range(warmup):  # compilation, allocator, a Newton-Muon refresh
-            self.step(step, opts, RegionTimer(self.device), RegionTimer(self.device))
+            self.step(step, opts, RegionTimer(self.device))
         self.model.load_state_dict(self.initial)
         del opts
         gc.collect()
@@ -146,13 +137,13 @@ class SpeedBench:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         opts = build_optimizers(spec, self.model, hp)
-        fb, opt = RegionTimer(self.device), RegionTimer(self.device)
-        times = [self.step(step, opts, fb, opt) for step in range(steps)]
+        opt = RegionTimer(self.device)
+        times = [self.step(step, opts, opt) for step in range(steps)]
         total = sum(times)
         row = {
             "optimizer": name, "ns_steps": hp.get("ns_steps"), "steps": steps,
             "step_ms": 1000 * total / steps, "step_ms_median": 1000 * statistics.median(times),
-            "fwd_bwd_ms": 1000 * fb.total_s() / steps, "opt_ms": 1000 * opt.total_s() / steps,
+            "fwd_bwd_ms": 1000 * (total - opt.total_s()) / steps, "opt_ms": 1000 * opt.total_s() / steps,
             "tokens_per_s": self.tokens_per_step * steps / total,
             "state_mb": state_mb(opts),
             "peak_mem_mb": torch.cuda.max_memory_allocated() / 2**20 if self.device == "cuda" else None,
@@ -174,14 +165,11 @@ def training_run(track_name: str, tiny: bool, data_dir: Path, steps: int, compil
     """A real run.py run of Muon on local shards (recorded as '<track>~local' or '~debug' in a throw-away folder)."""
     if not (data_dir / "fineweb_val_000000.bin").is_file():
         raise UserError(f"no local GPT-2 shards in {data_dir}; run `python data/make_local_gpt2_shards.py` (or pass --data-dir)")
+    spec = resolve(track_name, "muon", [], steps, not compile_model, debug_model=tiny, data_dir=str(data_dir))
     with tempfile.TemporaryDirectory() as records:
-        cmd = [sys.executable, str(ROOT / "run.py"), "--track", track_name, "--optimizer", "muon", "--steps", str(steps),
-               "--data-dir", str(data_dir), "--records-dir", records, "--quiet",
-               *(["--debug-model"] if tiny else []), *([] if compile_model else ["--no-compile"])]
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise UserError(f"the training run failed (exit {done.returncode}): {last}")
+        code = subprocess_runner()(spec.argv(seed=0, records_dir=records))
+        if code != 0:
+            raise UserError(f"the training run failed (exit {code}); its output is above")
         row = read_table(records).iloc[0].to_dict()
         evals = parse_log(Path(records) / row["log"]).training.evals
     return {"track": row["track"], "steps": int(row["steps"]), "first_val_loss": evals[0].loss,
@@ -226,22 +214,19 @@ def goals(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _fmt(value, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
 
 def report(meta: dict, rows: list[dict], train: dict | None, checks: list[dict]) -> str:
     lines = [f"# GPU benchmark: {meta['track']} on {meta['device_name']}", "",
              f"{meta['date']}, torch {meta['torch']}, CUDA {meta['cuda']}, compile {meta['compile']}, "
-             f"bf16 peak {_fmt(meta['peak_tflops'], '.0f')} TFLOP/s; a step = 1/{meta['gpus']} of the track's batch "
+             f"bf16 peak {fmt(meta['peak_tflops'], '.0f')} TFLOP/s; a step = 1/{meta['gpus']} of the track's batch "
              f"({meta['tokens_per_step']:,} tokens), {meta['steps']} timed steps after {meta['warmup']} warmup steps", "",
              "| optimizer | tokens/s | step (ms) | fwd+bwd (ms) | optimizer (ms) | optimizer share | fwd+bwd MFU | step MFU "
              "| state (MB) | peak memory (MB) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['optimizer']} | {r['tokens_per_s']:,.0f} | {r['step_ms']:.2f} | {r['fwd_bwd_ms']:.2f} | "
-                     f"{r['opt_ms']:.2f} | {r['opt_share']:.2%} | {_fmt(r['mfu_fwd_bwd'], '.1%')} | {_fmt(r['mfu_step'], '.1%')} | "
-                     f"{r['state_mb']:.0f} | {_fmt(r['peak_mem_mb'], '.0f')} |")
+                     f"{r['opt_ms']:.2f} | {r['opt_share']:.2%} | {fmt(r['mfu_fwd_bwd'], '.1%')} | {fmt(r['mfu_step'], '.1%')} | "
+                     f"{r['state_mb']:.0f} | {fmt(r['peak_mem_mb'], '.0f')} |")
     if train:
         lines += ["", f"Training run ({train['track']}, Muon, {train['steps']} steps on local shards): val loss "
                       f"{train['first_val_loss']:.3f} -> {train['final_val_loss']:.3f}, {train['step_ms']:.1f} ms/step, "
@@ -310,13 +295,9 @@ def run(args: argparse.Namespace) -> Path:
     return stem.with_suffix(".json")
 
 
+@entry_point()
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run(parse_args(argv))
     return 0
 
 

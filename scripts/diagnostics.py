@@ -17,6 +17,7 @@ Time it alone: other load on a 2-core machine inflates step times several-fold.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -25,16 +26,15 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import optimizers  # noqa: E402
-from nanogpt.data import BatchSampler, TokenStream  # noqa: E402
-from nanogpt.model import GPT  # noqa: E402
-from nanogpt.optim import build_optimizers, default_hparams, load_optimizer  # noqa: E402
-from nanogpt.schedule import lr_multiplier, set_lr  # noqa: E402
-from nanogpt.tracks import get_track  # noqa: E402
-from optimizers._orthogonalize import orthogonalize, polar_factor  # noqa: E402
+import optimizers
+from nanogpt.data import BatchSampler, TokenStream
+from nanogpt.errors import UserError, entry_point
+from nanogpt.model import GPT
+from nanogpt.optim import build_optimizers, default_hparams, load_optimizer
+from nanogpt.schedule import lr_multiplier
+from nanogpt.tracks import get_track
+from nanogpt.train import Workload, step_optimizers, train_step
+from optimizers._orthogonalize import orthogonalize, polar_factor
 
 NS_STEPS = (1, 2, 3, 4, 5)
 
@@ -49,15 +49,11 @@ def train(name: str, steps: int, seed: int, on_step=None, track_name: str = "tin
     model = GPT(track.model)
     opts = build_optimizers(spec, model, hp)
     sampler = BatchSampler(TokenStream(track.resolve(track.train_files)), track.seq_len, track.batch_size, seed)
+    w = Workload.local(model, micro=track.batch_size)
     for step in range(steps):
-        for o in opts:
-            if hasattr(o, "before_forward"):
-                o.before_forward(step)
-        batch = torch.from_numpy(sampler.next_global_batch())
-        model(batch[:, :-1], batch[:, 1:]).backward()
-        set_lr(opts, lr_multiplier(step, steps, hp["warmup_frac"], hp["cooldown_frac"], hp["final_lr_mult"]))
-        (on_step or (lambda s, o: [x.step() for x in o]))(step, opts)
-        model.zero_grad(set_to_none=True)
+        lr = lr_multiplier(step, steps, hp["warmup_frac"], hp["cooldown_frac"], hp["final_lr_mult"])
+        train_step(w, opts, step, w.split(sampler.next_global_batch()), lr,
+                   optimizer_step=step_optimizers if on_step is None else functools.partial(on_step, step))
     return opts
 
 
@@ -102,15 +98,22 @@ def alignment(matrices: list[torch.Tensor]) -> dict:
             "cos_mean": {k: statistics.fmean(v) for k, v in cos.items()}, "cos_min": {k: min(v) for k, v in cos.items()}}
 
 
+COST_WARMUP = 5  # untimed optimizer steps (allocation of the state, first-call costs)
+
+
+def untimed_steps(steps: int) -> int:
+    """The warmup steps of a timing run of `steps` steps: at least one step is always timed."""
+    return min(COST_WARMUP, steps - 1)
+
+
 def step_cost(name: str, steps: int, seed: int) -> dict:
-    """Median optimizer-step time over the run (after 5 warmup steps) and the state size at the end."""
+    """Median optimizer-step time over the run (after its untimed steps) and the state size at the end."""
     times: list[float] = []
 
     def step(i: int, opts) -> None:
         start = time.perf_counter()
-        for o in opts:
-            o.step()
-        if i >= 5:
+        step_optimizers(opts)
+        if i >= untimed_steps(steps):
             times.append(time.perf_counter() - start)
 
     opts = train(name, steps, seed, step)
@@ -118,19 +121,28 @@ def step_cost(name: str, steps: int, seed: int) -> dict:
     return {"optimizer": name, "opt_step_ms": 1000 * statistics.median(times), "state_mb": state_bytes / 2**20}
 
 
+@entry_point()
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=200, help="length of the captured runs (default 200)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " The defaults take about 3 minutes on 2 CPU cores.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--steps", type=int, default=200, help="length of the captured runs")
     p.add_argument("--capture", default="25,100,200", help="1-based steps whose matrices are captured")
-    p.add_argument("--cost-steps", type=int, default=40, help="steps of each timing run (default 40)")
-    p.add_argument("--optimizers", default=",".join(optimizers.available()), help="for the step cost (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cost-steps", type=int, default=40, help=f"steps of each timing run (the first {COST_WARMUP} untimed)")
+    p.add_argument("--optimizers", default=",".join(optimizers.available()), help="for the step cost")
+    p.add_argument("--seed", type=int, default=0, help="initialisation and data order of every run")
     p.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = p.parse_args(argv)
-    capture_at = {int(s) for s in args.capture.split(",")}
-    if not capture_at or min(capture_at) < 1 or max(capture_at) > args.steps:
-        print(f"error: --capture steps must lie in 1..{args.steps}", file=sys.stderr)
-        return 2
+    try:
+        capture_at = {int(s) for s in args.capture.split(",")}
+    except ValueError:
+        raise UserError(f"--capture {args.capture!r}: expected 1-based step numbers like 25,100,200") from None
+    if min(capture_at) < 1 or max(capture_at) > args.steps:
+        raise UserError(f"--capture steps must lie in 1..{args.steps} (--steps)")
+    if args.cost_steps < 1:
+        raise UserError(f"--cost-steps {args.cost_steps}: must be at least 1")
+    names = args.optimizers.split(",")
+    for name in names:
+        load_optimizer(name)  # an unknown name fails now, not after the alignment runs
 
     results: dict = {"alignment": {}, "cost": []}
     print(f"cos(NS_k(X), polar(X)), mean (min) over the matrices, tiny-cpu seed {args.seed}:")
@@ -143,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             cells = " | ".join(f"{a['cos_mean'][k]:.3f} ({a['cos_min'][k]:.3f})" for k in NS_STEPS)
             print(f"| {name} | {step} | {a['n']} | {a['condition_median']:.3g} | {cells} |", flush=True)
 
-    print(f"\noptimizer step cost (eager, median over {args.cost_steps - 5} steps) and state:")
+    print(f"\noptimizer step cost (eager, median over {args.cost_steps - untimed_steps(args.cost_steps)} steps) and state:")
     print("| optimizer | step (ms) | state (MB) |\n|---|---:|---:|")
-    for name in args.optimizers.split(","):
+    for name in names:
         c = step_cost(name, args.cost_steps, args.seed)
         results["cost"].append(c)
         print(f"| {name} | {c['opt_step_ms']:.2f} | {c['state_mb']:.2f} |", flush=True)

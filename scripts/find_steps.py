@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         start = args.start or args.steps or get_track(args.track).steps
         runner = runner or subprocess_runner(args.nproc, args.save_checkpoint)
         entry = find_steps(args.track, args.optimizer, args.set, args.no_compile, args.nproc, parse_seeds(args.seeds),
-                           args.records_dir, runner, start, args.max_steps, args.tolerance)
+                           args.records_dir, runner, start, args.max_steps, args.tolerance,
+                           debug_model=args.debug_model, data_dir=args.data_dir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -19,10 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from analysis import plots  # noqa: E402
-from analysis.leaderboard import (  # noqa: E402
+from analysis import plots
+from analysis.leaderboard import (
     Records,
     best_per_optimizer,
     curve,
@@ -32,8 +30,8 @@ from analysis.leaderboard import (  # noqa: E402
     run_times,
     to_markdown,
 )
-from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.tracks import ROOT, TRACKS  # noqa: E402
+from nanogpt.errors import UserError, entry_point
+from nanogpt.tracks import ROOT, TRACKS
 
 FIGURES = ("time_to_target", "loss_vs_time", "loss_vs_steps", "speedup_adamw")
 
@@ -82,40 +80,38 @@ def with_images(markdown: str, track: str, drawn: dict, readme_dir: Path) -> str
     return markdown + ("\n" + " ".join(links) + "\n" if links else "")
 
 
+@entry_point()
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Per-track leaderboards and plots from the records.")
-    p.add_argument("--records-dir", default=str(ROOT / "records"), help="records folder (default: records/)")
-    p.add_argument("--track", action="append", default=[], help="only this track (repeatable; default: every track with records)")
+    p = argparse.ArgumentParser(description="Per-track leaderboards and plots from the records.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--records-dir", metavar="DIR", default=str(ROOT / "records"), help="records folder")
+    p.add_argument("--track", action="append", default=[], help="only this track (repeatable); empty: every track with records")
     p.add_argument("--all", action="store_true", help="include configurations that were never submitted")
-    p.add_argument("--out", type=Path, help="write DIR/leaderboard.md and the plots into DIR")
-    p.add_argument("--readme", nargs="?", const=str(ROOT / "README.md"), type=Path,
-                   help="rewrite the leaderboard section of this README (default: the repository's README.md)")
+    p.add_argument("--out", metavar="DIR", type=Path, help="write DIR/leaderboard.md and the plots into DIR; unset: print only")
+    p.add_argument("--readme", metavar="PATH", nargs="?", const=str(ROOT / "README.md"), type=Path,
+                   help=f"rewrite the leaderboard section of this README (the flag alone: {ROOT / 'README.md'})")
     args = p.parse_args(argv)
-    try:
-        records = load_records(args.records_dir)
-        tracks = track_names(records, args.track)
-        sections = []
-        for track in tracks:
-            markdown, drawn = render_track(records, track, args.all, args.out)
-            sections.append((track, markdown, drawn))
-        if args.out is not None and tracks:
-            plots.performance_profile(best_times(records, tracks, args.all), args.out / "performance_profile.png")
-        text = "\n".join(md for _, md, _ in sections) or "No runs recorded yet.\n"
-        print(text)
+    records = load_records(args.records_dir)
+    tracks = track_names(records, args.track)
+    sections = []
+    for track in tracks:
+        markdown, drawn = render_track(records, track, args.all, args.out)
+        sections.append((track, markdown, drawn))
+    if args.out is not None and tracks:
+        plots.performance_profile(best_times(records, tracks, args.all), args.out / "performance_profile.png")
+    text = "\n".join(md for _, md, _ in sections) or "No runs recorded yet.\n"
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "leaderboard.md").write_text(text)
+        print(f"wrote {args.out}/leaderboard.md and the plots")
+    if args.readme is not None:
+        readme_dir = args.readme.resolve().parent
+        body = "\n".join(with_images(md, t, d, readme_dir) for t, md, d in sections) or "No runs recorded yet.\n"
         if args.out is not None:
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "leaderboard.md").write_text(text)
-            print(f"wrote {args.out}/leaderboard.md and the plots")
-        if args.readme is not None:
-            readme_dir = args.readme.resolve().parent
-            body = "\n".join(with_images(md, t, d, readme_dir) for t, md, d in sections) or "No runs recorded yet.\n"
-            if args.out is not None:
-                body += f"\n![performance profile]({os.path.relpath(args.out.resolve() / 'performance_profile.png', readme_dir)})\n"
-            replace_readme_section(args.readme, body)
-            print(f"updated the leaderboard section of {args.readme}")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            body += f"\n![performance profile]({os.path.relpath(args.out.resolve() / 'performance_profile.png', readme_dir)})\n"
+        replace_readme_section(args.readme, body)
+        print(f"updated the leaderboard section of {args.readme}")
     return 0
 
 

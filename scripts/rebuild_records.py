@@ -15,13 +15,11 @@ import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from analysis.records import read_raw_rows, write_table  # noqa: E402
-from analysis.verify import rebuild_rows  # noqa: E402
-from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.recording import COLUMNS, cell, table_path  # noqa: E402
-from nanogpt.tracks import ROOT  # noqa: E402
+from analysis.records import read_raw_rows, write_table
+from analysis.verify import rebuild_rows
+from nanogpt.errors import UserError, entry_point
+from nanogpt.recording import COLUMNS, cell, table_path
+from nanogpt.tracks import ROOT
 
 
 def differences(records_dir: str, rows: list[dict]) -> list[str]:
@@ -35,14 +33,15 @@ def differences(records_dir: str, rows: list[dict]) -> list[str]:
     return out
 
 
+@entry_point(interrupted="interrupted: records.csv is replaced in one step at the end, so it is either the old or the rebuilt table")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Rebuild records.csv from the run logs.")
-    p.add_argument("--records-dir", default=str(ROOT / "records"), help="records folder (default: records/)")
+    p = argparse.ArgumentParser(description="Rebuild records.csv from the run logs.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--records-dir", metavar="DIR", default=str(ROOT / "records"), help="records folder")
     p.add_argument("--check", action="store_true", help="compare only; do not write")
     args = p.parse_args(argv)
     if not (Path(args.records_dir) / "logs").is_dir():
-        print(f"error: {args.records_dir}/logs does not exist; pass the records folder with --records-dir", file=sys.stderr)
-        return 2
+        raise UserError(f"{args.records_dir}/logs does not exist; pass the records folder with --records-dir")
     rows, problems = rebuild_rows(args.records_dir)
     for log, found in problems.items():
         print(f"{log}:")

@@ -22,20 +22,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 import time
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from analysis.records import read_entries, read_table, submissions_path  # noqa: E402
-from analysis.robustness import (  # noqa: E402
+from analysis import plots, stats
+from analysis.records import read_entries, read_table, submissions_path
+from analysis.robustness import (
     CORRUPTIONS,
     RATES,
     TRANSFER_DATA,
@@ -49,9 +43,9 @@ from analysis.robustness import (  # noqa: E402
     prepare_data,
     select_runs,
 )
-from nanogpt.checkpoint import load_checkpoint  # noqa: E402
-from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.tracks import ROOT, get_track  # noqa: E402
+from nanogpt.checkpoint import load_checkpoint
+from nanogpt.errors import UserError, entry_point
+from nanogpt.tracks import ROOT, get_track
 
 HEADLINE = {  # column -> (table heading, better when)
     "final_val_loss": ("val loss", "lower"),
@@ -65,20 +59,29 @@ HEADLINE = {  # column -> (table heading, better when)
 }
 
 
+DESCRIPTION = (
+    "Robustness, feature quality and transfer of a track's checkpoints (runs trained with --save-checkpoint), compared at "
+    "matched budget and at matched loss; writes tables and plots to --out. On tiny-cpu, the 30 checkpoints of "
+    "records/robustness/tiny-cpu/ took about 2 minutes on 2 CPU cores (README); the time grows with the number of checkpoints."
+)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     d = Settings()
-    p = argparse.ArgumentParser(description="Robustness, feature quality and transfer of a track's checkpoints.")
-    p.add_argument("--track", default="tiny-cpu")
-    p.add_argument("--records-dir", default=str(ROOT / "records"), help="records table and logs (default: records/)")
-    p.add_argument("--optimizers", default="", help="comma-separated optimizer names (default: all with checkpoints)")
-    p.add_argument("--seeds", default="", help="comma-separated seeds (default: all)")
+    p = argparse.ArgumentParser(description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--track", default="tiny-cpu", help="track whose checkpoints are evaluated")
+    p.add_argument("--records-dir", metavar="DIR", default=str(ROOT / "records"), help="records table and logs")
+    p.add_argument("--optimizers", help="comma-separated optimizer names; unset: all with checkpoints")
+    p.add_argument("--seeds", help="comma-separated seeds; unset: all")
     p.add_argument("--all-configs", action="store_true",
-                   help="also the runs of configurations never submitted, e.g. losing sweep trials (default: submitted runs, when any)")
-    p.add_argument("--budget-steps", type=int, default=None, help="schedule length of the matched-budget comparison")
-    p.add_argument("--match-loss", type=float, default=None, help="val loss level of the matched-loss comparison")
-    p.add_argument("--uncentred", action="store_true", help="headline erank without centring the hidden states (default: centred)")
-    p.add_argument("--out", default=None, help="output folder (default: out/robustness-<track>)")
-    p.add_argument("--transfer-data", default=str(TRANSFER_DATA), help="JSON-lines corpus of the second domain")
+                   help="also the runs of configurations never submitted, e.g. losing sweep trials (unset: submitted runs, when any)")
+    p.add_argument("--budget-steps", type=int, help="schedule length of the matched-budget comparison; unset: the length most "
+                   "optimizers share (the longest among ties)")
+    p.add_argument("--match-loss", type=float, help="val loss level of the matched-loss comparison; unset: the lowest loss every "
+                   "optimizer reaches")
+    p.add_argument("--uncentred", action="store_true", help="headline erank without centring the hidden states (unset: centred)")
+    p.add_argument("--out", metavar="DIR", help="output folder; unset: out/robustness-<track>")
+    p.add_argument("--transfer-data", metavar="PATH", default=str(TRANSFER_DATA), help="JSON-lines corpus of the second domain")
     p.add_argument("--val-seqs", type=int, default=d.val_seqs, help="validation windows for erank and probe evaluation")
     p.add_argument("--probe-train-seqs", type=int, default=d.probe_train_seqs, help="train windows the probes are fitted on")
     p.add_argument("--probe-iters", type=int, default=d.probe_iters, help="L-BFGS iterations per probe")
@@ -90,9 +93,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def parse_list(text: str, what: str, kind=str) -> list:
+def parse_list(text: str | None, what: str, kind=str) -> list:
     try:
-        return [kind(x.strip()) for x in text.split(",") if x.strip()]
+        return [kind(x.strip()) for x in (text or "").split(",") if x.strip()]
     except ValueError:
         example = "0,1,2" if kind is int else "muon,adamw"
         raise UserError(f"--{what} {text!r}: expected a comma-separated list, e.g. --{what} {example}") from None
@@ -109,10 +112,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 # ---- tables ---------------------------------------------------------------------------------------
 
-def fmt(mean: float, std: float, n: int) -> str:
-    if pd.isna(mean):
-        return "–"
-    return f"{mean:.3f}" if n < 2 or pd.isna(std) else f"{mean:.3f} ± {std:.3f}"
+def mean_std_cell(mean: float, std: float, n: int) -> str:
+    """Mean ± std over n seeds; the mean alone for one seed; the missing-number mark without a mean."""
+    return stats.fmt(mean, ".3f") + ("" if n < 2 or pd.isna(std) or pd.isna(mean) else f" ± {std:.3f}")
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
@@ -120,7 +122,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in summary.iterrows():
         n = int(r["final_val_loss_count"])
-        cells = [r["label"], str(n), str(int(r["steps"])), *(fmt(r[f"{c}_mean"], r[f"{c}_std"], n) for c in HEADLINE)]
+        cells = [r["label"], str(n), str(int(r["steps"])), *(mean_std_cell(r[f"{c}_mean"], r[f"{c}_std"], n) for c in HEADLINE)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -131,76 +133,9 @@ def corruption_table(runs: pd.DataFrame, metrics: pd.DataFrame) -> str:
     agg = mean_std(runs[["run_id", "label"]], inc.reset_index(), ["label"])
     lines = ["| optimizer | " + " | ".join(CORRUPTIONS) + " |", "|" + "---|" * (len(CORRUPTIONS) + 1)]
     for _, r in agg.iterrows():
-        cells = [fmt(r[f"{k}_mean"], r[f"{k}_std"], int(r[f"{k}_count"])) for k in CORRUPTIONS]
+        cells = [mean_std_cell(r[f"{k}_mean"], r[f"{k}_std"], int(r[f"{k}_count"])) for k in CORRUPTIONS]
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-# ---- plots ----------------------------------------------------------------------------------------
-
-def curve(runs: pd.DataFrame, metrics: pd.DataFrame, metric: str, x: str, corruption: str | None = None) -> pd.DataFrame:
-    """Mean ± std over seeds of one metric against `x`, after averaging each run over the other keys."""
-    m = metrics[(metrics["metric"] == metric) & ((metrics["corruption"] == corruption) if corruption else True)]
-    per_run = m.groupby(["run_id", x])["value"].mean().reset_index().merge(runs[["run_id", "label"]], on="run_id")
-    return per_run.groupby(["label", x])["value"].agg(["mean", "std"]).reset_index().fillna({"std": 0.0})
-
-
-def plot_curves(ax, data: pd.DataFrame, x: str, colors: dict, style: str = "-", suffix: str = "") -> None:
-    for label, g in data.groupby("label"):
-        ax.errorbar(g[x], g["mean"], yerr=g["std"], fmt=style, marker="o", ms=4, capsize=3, color=colors[label], label=f"{label}{suffix}")
-
-
-def plot_comparison(path: Path, title: str, runs: pd.DataFrame, metrics: pd.DataFrame, values: pd.DataFrame, erank: str,
-                    colors: dict) -> None:
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    layers = sorted(metrics["layer"].dropna().astype(int).unique())
-    ticks = ["embed" if i == 0 else f"block {i}" for i in layers]
-    ax = axes[0, 0]
-    plot_curves(ax, curve(runs, metrics, erank, "layer"), "layer", colors)
-    ax.set(title=f"effective rank of hidden states ({'uncentred' if erank.endswith('uncentred') else 'centred'})",
-           xlabel="residual stream after", ylabel="erank", xticks=layers, xticklabels=ticks)
-    ax = axes[0, 1]
-    plot_curves(ax, curve(runs, metrics, "probe_margin_clean", "layer"), "layer", colors, "-", " clean")
-    plot_curves(ax, curve(runs, metrics, "probe_margin_corrupted", "layer"), "layer", colors, "--", " corrupted")
-    ax.set(title="next-token linear probe: mean logit margin (val)", xlabel="residual stream after", ylabel="margin",
-           xticks=layers, xticklabels=ticks)
-    ax = axes[1, 0]
-    plot_curves(ax, curve(runs, metrics, "loss_increase", "severity"), "severity", colors)
-    ax.set(title="loss increase under corruption (mean over 7 kinds)", xlabel="severity (rate: "
-           + ", ".join(f"{r:g}" for r in RATES[1:]) + ")", ylabel="Δ val loss vs clean")
-    ax = axes[1, 1]
-    bars = mean_std(runs[["run_id", "label"]], values[["run_id", "transfer_zero_shot", "transfer_finetuned", "transfer_probe"]],
-                    ["label"])
-    kinds = [("transfer_zero_shot", "zero-shot"), ("transfer_finetuned", "fine-tuned (AdamW)"), ("transfer_probe", "linear probe")]
-    width = 0.8 / len(bars)
-    for i, (_, r) in enumerate(bars.iterrows()):
-        xs = np.arange(len(kinds)) + (i - (len(bars) - 1) / 2) * width
-        ax.bar(xs, [r[f"{k}_mean"] for k, _ in kinds], width, yerr=[np.nan_to_num(r[f"{k}_std"]) for k, _ in kinds], capsize=3,
-               color=colors[r["label"]], label=r["label"])
-    lo = min(bars[f"{k}_mean"].min() for k, _ in kinds)
-    hi = max(bars[f"{k}_mean"].max() for k, _ in kinds)
-    ax.set(title="transfer to the second domain (val loss)", xticks=range(len(kinds)), xticklabels=[n for _, n in kinds],
-           ylabel="loss", ylim=(max(0.0, lo - 0.15 * (hi - lo + 0.1)), hi + 0.1 * (hi - lo + 0.1)))
-    for ax in axes.flat:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(textwrap.fill(title, 120))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_corruptions(path: Path, title: str, runs: pd.DataFrame, metrics: pd.DataFrame, colors: dict) -> None:
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7), sharex=True)
-    for ax, kind in zip(axes.flat, [*CORRUPTIONS, None]):
-        plot_curves(ax, curve(runs, metrics, "loss_increase", "severity", kind), "severity", colors)
-        ax.set(title=kind or "mean over kinds", xlabel="severity", ylabel="Δ val loss vs clean", xticks=range(1, len(RATES)))
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle(textwrap.fill(title, 120))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ---- main -----------------------------------------------------------------------------------------
@@ -220,16 +155,15 @@ def evaluate_runs(todo: pd.DataFrame, records_dir: Path, track_name: str, data, 
 
 def report(out: Path, comparisons: dict, runs: pd.DataFrame, metrics: pd.DataFrame, erank: str, header: str) -> None:
     values = headline(metrics, centred=erank == "erank").merge(runs[["run_id", "final_val_loss"]], on="run_id")
-    labels = sorted(runs["label"].unique())
-    colors = {lab: plt.get_cmap("tab10")(i % 10) for i, lab in enumerate(labels)}
+    colors = plots.colors(sorted(runs["label"].unique()))
     summaries, aggregates, md = [], [], [header]
     for name, (subset, description) in comparisons.items():
         summary = mean_std(subset[["run_id", "label", "steps"]], values, ["label", "steps"])
         summaries.append(summary.assign(comparison=name))
         aggregates.append(aggregate(subset, metrics).assign(comparison=name))
         title = f"{name.replace('_', ' ')}: {description}"
-        plot_comparison(out / f"robustness_{name}.png", title, subset, metrics, values, erank, colors)
-        plot_corruptions(out / f"corruption_{name}.png", title, subset, metrics, colors)
+        plots.robustness_comparison(out / f"robustness_{name}.png", title, subset, metrics, values, erank, colors)
+        plots.robustness_corruptions(out / f"corruption_{name}.png", title, subset, metrics, colors)
         md += [f"## {title}", "", markdown_table(summary), "", "Loss increase per corruption kind (mean over severities 1–5):", "",
                corruption_table(subset, metrics), "", f"![{name}](robustness_{name}.png)",
                f"![{name} corruptions](corruption_{name}.png)", ""]
@@ -238,13 +172,9 @@ def report(out: Path, comparisons: dict, runs: pd.DataFrame, metrics: pd.DataFra
     (out / "summary.md").write_text("\n".join(md))
 
 
+@entry_point(interrupted="interrupted: the results are written only once every checkpoint is evaluated; rerun to evaluate them")
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

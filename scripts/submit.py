@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.launch import Runner, add_run_arguments, ensure_runs, parse_seeds, spec_from_args, subprocess_runner  # noqa: E402
+from analysis.launch import Runner, add_run_arguments, ensure_runs, launch_spec, parse_seeds, subprocess_runner  # noqa: E402
 from analysis.records import append_entry, read_entries, read_table, submissions_path  # noqa: E402
 from analysis.submissions import check_group, current_record, describe, make_entry  # noqa: E402
 from nanogpt.errors import UserError  # noqa: E402
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         if args.runs:
             rows = named_runs(args.records_dir, args.runs)
         else:
-            spec = spec_from_args(args)
+            spec = launch_spec(args)
             runner = runner or subprocess_runner(args.nproc, args.save_checkpoint)
             rows = ensure_runs(spec, parse_seeds(args.seeds), args.records_dir, runner, args.collect_only).rows
         check_group(rows)

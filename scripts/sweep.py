@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.launch import Runner, add_run_arguments, parse_seeds, spec_from_args, subprocess_runner  # noqa: E402
+from analysis.launch import Runner, add_run_arguments, launch_spec, parse_seeds, subprocess_runner  # noqa: E402
 from analysis.sweeps import grid_trials, parse_grid, parse_random, random_trials, run_sweep, submit_command  # noqa: E402
 from nanogpt.errors import UserError  # noqa: E402
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         if bool(args.grid) == bool(args.random):
             raise UserError("give --grid NAME=V1,V2 ... or --random NAME=SPEC ... (one kind of search)")
         seeds = parse_seeds(args.seeds)
-        base = spec_from_args(args)
+        base = launch_spec(args)
         if args.grid:
             grid = parse_grid(args.grid)
             trials, search = grid_trials(grid), {"grid": grid}
@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
             trials = random_trials(parse_random(args.random), args.trials, args.search_seed, base.hparams)
             search = {"random": args.random, "trials": args.trials, "search_seed": args.search_seed}
         entry = run_sweep(args.track, args.optimizer, args.set, args.steps, args.no_compile, args.nproc, trials, search, seeds,
-                          args.records_dir, runner or subprocess_runner(args.nproc, args.save_checkpoint))
+                          args.records_dir, runner or subprocess_runner(args.nproc, args.save_checkpoint),
+                          debug_model=args.debug_model, data_dir=args.data_dir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,25 +14,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from analysis.verify import verify_records  # noqa: E402
-from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.tracks import ROOT  # noqa: E402
+from analysis.verify import verify_records
+from nanogpt.errors import entry_point
+from nanogpt.tracks import ROOT
 
 
+@entry_point()
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Recompute every recorded figure from the logs and check the embedded code.")
-    p.add_argument("ids", nargs="*", help="run ids, submission ids or sweep ids (default: everything)")
-    p.add_argument("--records-dir", default=str(ROOT / "records"), help="records folder (default: records/)")
+    p = argparse.ArgumentParser(description="Recompute every recorded figure from the logs and check the embedded code.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("ids", nargs="*", default=[], help="run ids, submission ids or sweep ids; none given: everything")
+    p.add_argument("--records-dir", metavar="DIR", default=str(ROOT / "records"), help="records folder")
     args = p.parse_args(argv)
-    try:
-        report = verify_records(args.records_dir, set(args.ids) or None)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = verify_records(args.records_dir, set(args.ids) or None)
     for subject, problems in report.results.items():
         print(f"{'ok  ' if not problems else 'FAIL'} {subject}")
         for problem in problems:

@@ -1,7 +1,10 @@
-"""Shared test setup: the repository root on sys.path, one torch thread (tests share 2 cores)."""
+"""Shared test setup: the repository root on sys.path, one torch thread (tests share 2 cores), and
+`load_script` for the command-line scripts, which are files rather than modules of a package."""
 
+import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -9,6 +12,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
+
+
+def load_script(name: str) -> ModuleType:
+    """scripts/<name>.py imported as a module (named script_<name>), to call its functions and main()."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

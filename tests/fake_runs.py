@@ -1,25 +1,22 @@
-"""Synthetic runs for the records tests: run.py's argument parsing, configuration, log writer and
-row builder, with a made-up loss curve and clock instead of training, so a test can record dozens
+"""Synthetic runs for the records tests: run.py's argument parsing, configuration and recording
+path (nanogpt.recording.Recording), with a made-up loss curve and clock instead of training, so a test can record dozens
 of runs in a second. Each optimizer has a profile (loss floor, decay, step time); `lr` away from
 the optimizer's default raises the floor and slows the decay, lr >= 1 diverges, so sweeps and step searches have something to find."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
-import os
-import uuid
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 import run
+from nanogpt.cli import spec_from_args
 from nanogpt.optim import default_hparams
-from nanogpt.recording import append_row, build_row
-from nanogpt.runlog import RunLog, eval_line, parse_training, train_line
-from nanogpt.runspec import resolve
+from nanogpt.recording import Recording
+from nanogpt.runlog import eval_line, train_line
 
 PROFILES = {"muon": (1.45, 8.0, 0.060), "adamw": (1.52, 12.0, 0.055), "sgd": (1.75, 20.0, 0.045)}  # floor, tau (steps), s/step
 
@@ -35,19 +32,13 @@ def fake_run(argv: list[str], noise: float = 0.004, diverge_seeds: tuple[int, ..
     """Record one synthetic run for run.py's argv; returns run.py's exit status (0 ok, 1 diverged).
     Seeds in `diverge_seeds` diverge whatever the hyperparameters (an unlucky seed)."""
     args = run.parse_args(argv)
-    spec = resolve(args.track, args.optimizer, args.set, args.steps, args.no_compile)
+    spec = spec_from_args(args)
     track, hp = spec.track, spec.hparams
     floor, tau, step_s = curve(spec.optimizer.name, hp, default_hparams(spec.optimizer, track)["lr"])
     rng = np.random.default_rng([args.seed, zlib.crc32(json.dumps(hp, sort_keys=True).encode())])
     shift, speed = noise * rng.normal(), 1 + 0.02 * rng.normal()
-    started = datetime.datetime.now(datetime.timezone.utc)
-    run_id = f"{started:%Y%m%d-%H%M%S}-{track.name}-{spec.optimizer.name}-s{args.seed}-{uuid.uuid4().hex[:6]}"
-    log_path = Path(args.records_dir) / "logs" / f"{run_id}.txt"
-    config = spec.config(run_id=run_id, seed=args.seed, date=started.isoformat(timespec="seconds"), world_size=1,
-                         flops_per_token=1000, diverge_at=8.0)
     env = {"python": "3", "torch": "fake", "cuda": None, "device": device, "world_size": 1}
-    log = RunLog(log_path)
-    log.begin(config, env, spec.sources)
+    rec = Recording(spec, args.records_dir, args.seed, env, flops_per_token=1000, diverge_at=8.0)
 
     def loss(step: int) -> float:
         return floor + shift + (5.5 - floor) * math.exp(-step / tau)
@@ -55,20 +46,17 @@ def fake_run(argv: list[str], noise: float = 0.004, diverge_seeds: tuple[int, ..
     status, elapsed = "ok", 0.0
     for step in range(track.steps):
         if step % track.eval_every == 0:
-            log.line(eval_line(step, track.steps, loss(step) + 0.03, elapsed))
+            rec.line(eval_line(step, track.steps, loss(step) + 0.03, elapsed))
         elapsed += step_s * speed
         blows_up = hp["lr"] >= 1 or args.seed in diverge_seeds
         train_loss = float("nan") if blows_up and step >= 1 else loss(step + 1)
-        log.line(train_line(step + 1, track.steps, train_loss, elapsed))
+        rec.line(train_line(step + 1, track.steps, train_loss, elapsed))
         if not math.isfinite(train_loss):
             status = "diverged"
             break
     if status == "ok":
-        log.line(eval_line(track.steps, track.steps, loss(track.steps) + 0.03, elapsed))
-    row = build_row(config, env, parse_training(log.training), status,
-                    {"opt_step_share": 0.1, "peak_mem_mb": 100.0, "checkpoint": None}, os.path.relpath(log_path, args.records_dir))
-    log.finish(row)
-    append_row(args.records_dir, row)
+        rec.line(eval_line(track.steps, track.steps, loss(track.steps) + 0.03, elapsed))
+    rec.finish(status, {"opt_step_share": 0.1, "peak_mem_mb": 100.0, "checkpoint": None})
     return 0 if status == "ok" else 1
 
 

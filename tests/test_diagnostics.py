@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+from conftest import load_script
 
-from scripts import diagnostics
+diagnostics = load_script("diagnostics")
 
 
 def test_alignment_is_exact_for_orthogonal_and_grows_with_steps_for_ill_conditioned_matrices():

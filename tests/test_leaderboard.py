@@ -1,11 +1,11 @@
 """Leaderboards and plots from the records only: grouping, order, speedups, evidence and tuning
 budget in the table; what each figure draws; the README section between its markers."""
 
-import importlib.util
 import math
 
 import numpy as np
 import pytest
+from conftest import load_script
 from fake_runs import fake_run, record
 
 from analysis import plots
@@ -24,17 +24,8 @@ from analysis.leaderboard import (
 from analysis.records import read_table
 from nanogpt.errors import UserError
 from nanogpt.runlog import parse_log
-from nanogpt.tracks import ROOT
 
-
-def script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-submit, sweep, board_cli = script("submit"), script("sweep"), script("leaderboard")
+submit, sweep, board_cli = load_script("submit"), load_script("sweep"), load_script("leaderboard")
 
 
 @pytest.fixture

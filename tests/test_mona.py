@@ -7,11 +7,13 @@ import torch
 
 import optimizers.mona as mona
 from nanogpt.errors import UserError
-from optimizers._matrix import MatrixOptimizer, muon_kwargs
+from nanogpt.optim import build_optimizers, load_optimizer
+from optimizers._matrix import MATRIX_DEFAULTS, MatrixOptimizer
 from optimizers.mona import Mona, reconstructed_alpha
 
 SHAPES = [(16, 16), (8, 32), (48, 12), (8, 32)]
 HP = {**mona.DEFAULTS, "ortho_dtype": "float32", "weight_decay": 0.01}
+MUON_HP = {k: HP[k] for k in MATRIX_DEFAULTS}
 
 
 def grads(steps: int) -> list[list[torch.Tensor]]:
@@ -36,8 +38,7 @@ def run(make, steps: int = 8) -> list[list[torch.Tensor]]:
 class TwoBufferMona(MatrixOptimizer):
     """The definition as written: D_t = G_t - G_{t-1}; A_t = beta_a A_{t-1} + (1 - beta_a) D_t."""
 
-    def __init__(self, params, alpha, beta_a, **muon):
-        super().__init__(params, variant={"alpha": alpha, "beta_a": beta_a}, **muon)
+    OPTIONS = {"alpha": 0.0, "beta_a": 0.99}
 
     def transform_grad(self, p, grad, state, group):
         previous = state.get("previous_grad", torch.zeros_like(grad))
@@ -48,8 +49,8 @@ class TwoBufferMona(MatrixOptimizer):
 
 
 def test_alpha_zero_is_exactly_muon():
-    ours = run(lambda ps: Mona(ps, alpha=0.0, beta_a=0.99, **muon_kwargs(HP)))
-    muon = run(lambda ps: MatrixOptimizer(ps, **muon_kwargs(HP)))
+    ours = run(lambda ps: Mona(ps, alpha=0.0, beta_a=0.99, **MUON_HP))
+    muon = run(lambda ps: MatrixOptimizer(ps, **MUON_HP))
     for a, b in zip(ours, muon):
         assert all(torch.equal(x, y) for x, y in zip(a, b))
 
@@ -58,9 +59,9 @@ def test_alpha_zero_is_exactly_muon():
 @pytest.mark.parametrize("sign", [-1, 1])
 def test_one_buffer_form_equals_two_buffer_definition(beta_a, sign):
     alpha = -sign * reconstructed_alpha(beta_a)  # sign -1: the reconstructed default, +1: its mirror
-    ours = run(lambda ps: Mona(ps, alpha=alpha, beta_a=beta_a, **muon_kwargs(HP)), steps=12)
-    two = run(lambda ps: TwoBufferMona(ps, alpha=alpha, beta_a=beta_a, **muon_kwargs(HP)), steps=12)
-    muon = run(lambda ps: MatrixOptimizer(ps, **muon_kwargs(HP)), steps=12)
+    ours = run(lambda ps: Mona(ps, alpha=alpha, beta_a=beta_a, **MUON_HP), steps=12)
+    two = run(lambda ps: TwoBufferMona(ps, alpha=alpha, beta_a=beta_a, **MUON_HP), steps=12)
+    muon = run(lambda ps: MatrixOptimizer(ps, **MUON_HP), steps=12)
     for a, b in zip(ours, two):
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y, atol=2e-6, rtol=0)
@@ -94,6 +95,7 @@ def test_defaults_follow_the_reconstruction():
 
 @pytest.mark.parametrize("change, message", [({"alpha": "fast"}, "expected a number or 'auto'"), ({"beta_a": 1.0}, "must lie in")])
 def test_bad_hyperparameters_are_user_errors(change, message):
-    p = torch.nn.Parameter(torch.zeros(4, 6))
+    model = torch.nn.Linear(6, 4, bias=False)
+    model.param_roles = lambda: {"weight": "matrix"}
     with pytest.raises(UserError, match=message):
-        mona.build({"matrix": [p], "embed": [], "head": [], "scalar": []}, {**HP, **change}, None)
+        build_optimizers(load_optimizer("mona"), model, {**HP, **change})

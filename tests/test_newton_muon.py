@@ -14,6 +14,7 @@ import optimizers.newton_muon as newton_muon
 from nanogpt.model import GPT
 from nanogpt.optim import build_optimizers, default_hparams, load_optimizer
 from nanogpt.tracks import ModelConfig, get_track
+from nanogpt.train import Workload, train_step
 from optimizers.newton_muon import NewtonMuon
 
 CFG = ModelConfig(vocab_size=61, n_layer=1, n_head=2, n_embd=32)
@@ -35,15 +36,9 @@ def build(module, model: GPT, hp: dict = HP) -> list[torch.optim.Optimizer]:
 
 def train(model: GPT, opts: list[torch.optim.Optimizer], steps: int) -> list[dict[str, torch.Tensor]]:
     """Hidden matrices after each step."""
-    history = []
+    history, w = [], Workload.local(model)
     for step in range(steps):
-        for o in opts:
-            if hasattr(o, "before_forward"):
-                o.before_forward(step)
-        model(*batch(step)).backward()
-        for o in opts:
-            o.step()
-        model.zero_grad(set_to_none=True)
+        train_step(w, opts, step, [batch(step)], lr_mult=1.0)
         history.append({n: p.detach().clone() for n, p in model.named_parameters() if "blocks." in n})
     return history
 

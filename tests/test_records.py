@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from fake_runs import fake_run, record
 
-from analysis.records import append_entry, read_entries, read_raw_rows, read_table, row_from_log
+from analysis.records import append_entry, read_entries, read_table, row_from_log
 from nanogpt.errors import UserError
-from nanogpt.recording import COLUMNS, SCHEMA_VERSION, cell, table_path
+from nanogpt.recording import COLUMNS, SCHEMA_VERSION, cell, read_raw_rows, table_path
 from nanogpt.runlog import Eval, RunLog, Training, TrainStep, figures, parse_log, parse_training, training_problems
 from nanogpt.runspec import resolve
 

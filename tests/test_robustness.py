@@ -1,5 +1,6 @@
 """The robustness measurements on known inputs: effective rank, logit margins, the seeded corruption
-suite, and which checkpoints the matched-budget and matched-loss comparisons pick."""
+suite, which checkpoints the matched-budget and matched-loss comparisons pick, and the report's
+tables and figures on synthetic metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import load_script
 
+from analysis import plots
 from analysis import robustness as rb
 from nanogpt.errors import UserError
 from nanogpt.tokenizer import BYTES_EOT
@@ -107,3 +110,52 @@ def test_select_runs_needs_checkpoints():
         rb.select_runs(no_ckpt, "tiny-cpu")
     with pytest.raises(UserError, match="no checkpoints of sgd"):
         rb.select_runs(RUNS, "tiny-cpu", optimizers=["sgd"])
+
+
+def synthetic_metrics(runs: pd.DataFrame) -> pd.DataFrame:
+    """Tidy rows as evaluate_checkpoint writes them (layers 0-2, every corruption and severity, transfer), with
+    values that depend on the run, so that means and stds are not degenerate."""
+    rows = []
+    for i, run_id in enumerate(runs["run_id"]):
+        base = 1 + 0.1 * i
+        for layer in range(3):
+            rows += [{"metric": m, "layer": float(layer), "value": base * (layer + 1) + k} for k, m in
+                     enumerate(("erank", "erank_uncentred", "probe_margin_clean", "probe_margin_corrupted"))]
+        rows += [{"metric": "loss_increase", "corruption": c, "severity": sev, "value": 0.01 * sev * base}
+                 for c in rb.CORRUPTIONS for sev in rb.SEVERITIES]
+        rows += [{"metric": m, "value": base + k} for k, m in
+                 enumerate(("transfer_zero_shot_loss", "transfer_finetune_loss", "transfer_probe_loss"))]
+        for r in rows:
+            r.setdefault("run_id", run_id)
+    return pd.DataFrame(rows, columns=["run_id", "metric", "layer", "corruption", "severity", "value"])
+
+
+def test_robustness_figures_draw_every_label_and_panel(tmp_path):
+    runs, _ = rb.matched_budget(rb.select_runs(RUNS, "tiny-cpu"))
+    metrics = synthetic_metrics(runs)
+    values = rb.headline(metrics)
+    colors = plots.colors(sorted(runs["label"].unique()))
+    assert colors == {"adamw": plots.COLORS[0], "muon": plots.COLORS[1]}
+    drawn = plots.robustness_comparison(tmp_path / "r.png", "matched budget: 400 steps", runs, metrics, values, "erank", colors)
+    assert drawn["path"].exists() and drawn["panels"][0] == "effective rank of hidden states (centred)"
+    assert drawn["labels"][0] == ["adamw", "muon"] and drawn["labels"][3] == ["adamw", "muon"]
+    assert drawn["labels"][1] == ["adamw clean", "muon clean", "adamw corrupted", "muon corrupted"]
+    drawn = plots.robustness_corruptions(tmp_path / "c.png", "matched budget", runs, metrics, colors)
+    assert drawn["path"].exists() and drawn["panels"] == [*rb.CORRUPTIONS, "mean over kinds"]
+    assert drawn["labels"][0] == ["adamw", "muon"]
+
+
+def test_robustness_report_writes_the_tables_and_plots(tmp_path):
+    script = load_script("robustness")
+    assert script.mean_std_cell(math.nan, math.nan, 0) == "—"
+    assert script.mean_std_cell(1.5, math.nan, 1) == "1.500" and script.mean_std_cell(1.5, 0.1, 3) == "1.500 ± 0.100"
+    runs = rb.select_runs(RUNS, "tiny-cpu")
+    budget, _ = rb.matched_budget(runs)
+    matched, _ = rb.matched_loss(runs)
+    comparisons = {"matched_budget": (budget, "400 steps"), "matched_loss": (matched, "closest")}
+    script.report(tmp_path, comparisons, runs, synthetic_metrics(runs), "erank", "# header\n")
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"summary.md", "summary.csv", "aggregate.csv", "robustness_matched_budget.png", "corruption_matched_loss.png"} <= names
+    md = (tmp_path / "summary.md").read_text()
+    assert "## matched budget: 400 steps" in md and "| muon | 2 | 400 |" in md and "| adamw | 2 | 1000 |" in md
+

@@ -78,13 +78,24 @@ def test_corrupt_shard_names_the_file(tmp_path, monkeypatch, capsys):
     assert "t_000.bin is corrupt" in capsys.readouterr().err
 
 
-def test_malformed_records_table_names_the_line(tmp_path, capsys):
+def test_malformed_records_table_fails_before_training(tmp_path, capsys):
     assert run.main([*SHORT, "--records-dir", str(tmp_path)]) == 0
     with open(tmp_path / "records.csv", "a") as f:
         f.write("only,three,fields\n")
+    capsys.readouterr()
     assert run.main(["--no-compile", "--steps", "2", "--records-dir", str(tmp_path)]) == 2
-    assert "records.csv:3: malformed row" in capsys.readouterr().err
-    assert len((tmp_path / "records.csv").read_text().splitlines()) == 4  # the new row was still appended
+    out = capsys.readouterr()
+    assert "records.csv:3: malformed row" in out.err
+    assert "step:" not in out.out  # refused before any training step
+    assert len((tmp_path / "records.csv").read_text().splitlines()) == 3  # nothing appended
+
+
+def test_records_dir_that_is_a_file_fails_before_training(tmp_path, capsys):
+    not_a_folder = tmp_path / "records"
+    not_a_folder.write_text("")
+    assert run.main([*SHORT, "--records-dir", str(not_a_folder)]) == 2
+    out = capsys.readouterr()
+    assert "is a file, not a folder" in out.err and "step:" not in out.out
 
 
 POISON_OPTIMIZER = """

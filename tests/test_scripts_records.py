@@ -3,29 +3,20 @@ real run's log edited by hand), rebuild reproduces the table, sweeps and step se
 every run and resume after an interruption. Synthetic runs go through run.py's argument parsing,
 configuration, log writer and row builder (tests/fake_runs.py); one real run checks the rest."""
 
-import importlib.util
 import json
 import shutil
 
 import pytest
+from conftest import load_script
 from fake_runs import fake_run, record
 
 import run
 from analysis.leaderboard import leaderboard, load_records
 from analysis.records import read_entries, read_raw_rows, read_table, submissions_path, sweeps_path
 from nanogpt.recording import table_path
-from nanogpt.tracks import ROOT
 
-
-def script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-submit, verify, rebuild, sweep, find_steps, bench = (script(n) for n in ("submit", "verify", "rebuild_records", "sweep", "find_steps",
-                                                                         "bench"))
+submit, verify, rebuild, sweep, find_steps, bench = (load_script(n) for n in ("submit", "verify", "rebuild_records", "sweep",
+                                                                              "find_steps", "bench"))
 
 
 class Counting:

@@ -114,3 +114,10 @@ def test_speedup_ratio_interval():
     assert point == pytest.approx(np.mean(base) / np.mean(mine))
     assert lo < point < hi and 1.8 < lo and hi < 2.2
     assert math.isnan(stats.ratio_interval(base, [5.0])[1])
+
+
+def test_fmt_marks_missing_numbers_and_formats_the_others():
+    assert stats.fmt(1.23456, ".2f") == "1.23" and stats.fmt(3, "d") == "3" and stats.fmt(np.float32(0.5), ".1f") == "0.5"
+    assert stats.fmt(None, ".2f") == stats.fmt(math.nan, ".2f") == stats.fmt(np.float64("nan"), ".1f") == "—"
+    assert stats.fmt(math.nan, ".3g", "n/a") == "n/a"
+    assert stats.fmt(math.inf, ".1f") == "inf"  # infinite is a number (e.g. a t statistic without spread)
