@@ -25,15 +25,17 @@ from nanogpt.tracks import OFFICIAL_RECORDS, ROOT
 Runner = Callable[[list[str]], int]  # run.py's argv -> exit status
 
 
-def subprocess_runner(nproc: int = 1, save_checkpoint: bool = False) -> Runner:
+def subprocess_runner(nproc: int = 1, save_checkpoint: bool = False, show_output: bool = True) -> Runner:
     """Launch run.py in its own process (with torch.distributed.run when nproc > 1); checkpoints are
-    outside the configuration, so runs with and without them are the same experiment."""
+    outside the configuration, so runs with and without them are the same experiment. Without
+    show_output a run's result lines are dropped (its errors still reach stderr)."""
     launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                      f"--nproc_per_node={nproc}"]
 
     def run(argv: list[str]) -> int:
         extra = ["--save-checkpoint"] if save_checkpoint else []
-        return subprocess.run([*launcher, str(ROOT / "run.py"), *argv, *extra], cwd=ROOT).returncode
+        return subprocess.run([*launcher, str(ROOT / "run.py"), *argv, *extra], cwd=ROOT,
+                              stdout=None if show_output else subprocess.DEVNULL).returncode
 
     return run
 

@@ -194,12 +194,16 @@ class MatrixOptimizer(torch.optim.Optimizer):
                 p.mul_(1 - decay)
         p.add_(ortho.to(p.dtype), alpha=-group["lr"])
 
+    def prepare_step(self) -> None:
+        """Before any matrix is updated (Newton-Muon folds its collected statistics in here)."""
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self.prepare_step()
         for group in self.param_groups:
             by_shape = defaultdict(list)
             for p in group["params"]:

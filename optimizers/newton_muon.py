@@ -142,16 +142,9 @@ class NewtonMuon(MatrixOptimizer):
             return grad  # K⁻¹ = I before the first refresh
         return right_precondition(grad, self.state[owner]["K_inv"])
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        if self._hooks:
+    def prepare_step(self) -> None:
+        if self._hooks:  # a refresh step: its inputs were collected during this step's forward passes
             self.refresh()
-        super().step()
-        return loss
 
 
 DEFAULTS = family_defaults(NewtonMuon)

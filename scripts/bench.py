@@ -13,27 +13,19 @@ Time it alone: any other load on a 2-core machine slows torch steps several-fold
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 
 import pandas as pd
 
 import optimizers
+from analysis.launch import ensure_runs, subprocess_runner
 from analysis.records import read_table
 from nanogpt.errors import entry_point
-from nanogpt.tracks import ROOT, get_track
+from nanogpt.runspec import resolve
+from nanogpt.tracks import get_track
 
 STEPS, REPEATS = 40, 3  # per run, runs per optimizer
-
-
-def launch(track: str, optimizer: str, steps: int, repeats: int, extra: list[str], records: str) -> None:
-    for seed in range(repeats):
-        cmd = [sys.executable, str(ROOT / "run.py"), "--track", track, "--optimizer", optimizer, "--steps", str(steps),
-               "--seed", str(seed), "--records-dir", records, "--quiet", *extra]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"error: {optimizer} failed: {done.stderr.strip().splitlines()[-1]}")
 
 
 def summarize(runs: pd.DataFrame) -> dict:
@@ -90,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         if recorded is not None:
             df = recorded
         else:
+            spec = resolve(track.name, name, [], args.steps, args.no_compile)
             with tempfile.TemporaryDirectory() as scratch:
-                launch(track.name, name, args.steps, args.repeats, ["--no-compile"] if args.no_compile else [], scratch)
+                ensure_runs(spec, list(range(args.repeats)), scratch, subprocess_runner(show_output=False))
                 df = read_table(scratch)
         runs = df[(df["track"] == track.name) & (df["optimizer"] == name) & (df["status"] == "ok")]
         if not runs.empty:

@@ -14,42 +14,34 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from analysis.launch import Runner, add_run_arguments, parse_seeds, subprocess_runner  # noqa: E402
-from analysis.sweeps import find_steps, submit_command  # noqa: E402
-from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.tracks import get_track  # noqa: E402
+from analysis.launch import Runner, add_run_arguments, parse_seeds, subprocess_runner
+from analysis.sweeps import find_steps, submit_command
+from nanogpt.errors import UserError, entry_point
+from nanogpt.tracks import get_track
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Shortest schedule length meeting the target with significance.")
+    p = argparse.ArgumentParser(description="Shortest schedule length meeting the target with significance.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_run_arguments(p)
-    p.add_argument("--seeds", default="0-2", help="seeds per step count (at least 2; default 0-2)")
-    p.add_argument("--start", type=int, default=None, help="first step count to try (default: --steps or the track's)")
-    p.add_argument("--max-steps", type=int, default=None, help="largest step count to try (default: the track's budget)")
-    p.add_argument("--tolerance", type=float, default=0.05, help="stop when the bracket is within this fraction (default 0.05)")
+    p.add_argument("--seeds", default="0-2", help="seeds per step count (at least 2)")
+    p.add_argument("--start", type=int, default=None, help="first step count to try (None: --steps, else the track's)")
+    p.add_argument("--max-steps", type=int, default=None, help="largest step count to try (None: the track's step budget)")
+    p.add_argument("--tolerance", type=float, default=0.05, help="stop when the bracket is within this fraction")
     return p.parse_args(argv)
 
 
+@entry_point("interrupted; rerun the same command to resume (recorded runs are reused)")
 def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
     args = parse_args(argv)
-    try:
-        if not 0 <= args.tolerance < 1:
-            raise UserError(f"--tolerance {args.tolerance}: must lie in [0, 1)")
-        start = args.start or args.steps or get_track(args.track).steps
-        runner = runner or subprocess_runner(args.nproc, args.save_checkpoint)
-        entry = find_steps(args.track, args.optimizer, args.set, args.no_compile, args.nproc, parse_seeds(args.seeds),
-                           args.records_dir, runner, start, args.max_steps, args.tolerance,
-                           debug_model=args.debug_model, data_dir=args.data_dir)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume (recorded runs are reused)", file=sys.stderr)
-        return 130
+    if not 0 <= args.tolerance < 1:
+        raise UserError(f"--tolerance {args.tolerance}: must lie in [0, 1)")
+    start = args.start or args.steps or get_track(args.track).steps
+    runner = runner or subprocess_runner(args.nproc, args.save_checkpoint)
+    entry = find_steps(args.track, args.optimizer, args.set, args.no_compile, args.nproc, parse_seeds(args.seeds),
+                       args.records_dir, runner, start, args.max_steps, args.tolerance,
+                       debug_model=args.debug_model, data_dir=args.data_dir)
     b = entry["budget"]
     print(f"budget: {b['trials']} step counts, {b['runs']} runs, {b['device_s']:.0f} device-seconds of training")
     if entry["winner"] is None:

@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from analysis.launch import Runner, add_run_arguments, ensure_runs, launch_spec, parse_seeds, subprocess_runner  # noqa: E402
-from analysis.records import append_entry, read_entries, read_table, submissions_path  # noqa: E402
-from analysis.submissions import check_group, current_record, describe, make_entry  # noqa: E402
-from nanogpt.errors import UserError  # noqa: E402
-from nanogpt.recording import group_id  # noqa: E402
+from analysis.launch import Runner, add_run_arguments, ensure_runs, launch_spec, parse_seeds, subprocess_runner
+from analysis.records import append_entry, read_entries, read_table, submissions_path
+from analysis.submissions import check_group, current_record, describe, make_entry
+from nanogpt.errors import UserError, entry_point
+from nanogpt.recording import group_id
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Run or collect n seeds of one configuration and decide whether it meets the target "
-                                            "and beats the track's record.")
+                                            "and beats the track's record.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_run_arguments(p)
     p.add_argument("--seeds", help="seeds to submit, e.g. 0-4 or 0,1,2 (each one independent run)")
     p.add_argument("--collect-only", action="store_true", help="never launch run.py; every seed must already be recorded")
@@ -44,33 +42,27 @@ def named_runs(records_dir: str, run_ids: list[str]) -> list[dict]:
     return [df.loc[r].to_dict() for r in run_ids]
 
 
+@entry_point("interrupted; nothing was submitted (recorded runs are reused when you rerun the command)")
 def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
     args = parse_args(argv)
-    try:
-        if bool(args.runs) == bool(args.seeds):
-            raise UserError("give either --seeds (run or collect those seeds) or --runs (exactly these runs)")
-        if args.runs:
-            rows = named_runs(args.records_dir, args.runs)
-        else:
-            spec = launch_spec(args)
-            runner = runner or subprocess_runner(args.nproc, args.save_checkpoint)
-            rows = ensure_runs(spec, parse_seeds(args.seeds), args.records_dir, runner, args.collect_only).rows
-        check_group(rows)
-        path = submissions_path(args.records_dir)
-        record = current_record(read_entries(path, ("submission",)), rows[0]["track"], rows[0]["hardware"], group_id(rows[0]))
-        entry = make_entry(rows, record)
-        if not args.dry_run:
-            append_entry(path, entry)
-        print(describe(entry))
-        if not args.dry_run:
-            print(f"recorded in {path}")
-        return 0 if entry["evidence"] else 1
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; nothing was submitted (recorded runs are reused when you rerun the command)", file=sys.stderr)
-        return 130
+    if bool(args.runs) == bool(args.seeds):
+        raise UserError("give either --seeds (run or collect those seeds) or --runs (exactly these runs)")
+    if args.runs:
+        rows = named_runs(args.records_dir, args.runs)
+    else:
+        spec = launch_spec(args)
+        runner = runner or subprocess_runner(args.nproc, args.save_checkpoint)
+        rows = ensure_runs(spec, parse_seeds(args.seeds), args.records_dir, runner, args.collect_only).rows
+    check_group(rows)
+    path = submissions_path(args.records_dir)
+    record = current_record(read_entries(path, ("submission",)), rows[0]["track"], rows[0]["hardware"], group_id(rows[0]))
+    entry = make_entry(rows, record)
+    if not args.dry_run:
+        append_entry(path, entry)
+    print(describe(entry))
+    if not args.dry_run:
+        print(f"recorded in {path}")
+    return 0 if entry["evidence"] else 1
 
 
 if __name__ == "__main__":

@@ -14,48 +14,40 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from analysis.launch import Runner, add_run_arguments, launch_spec, parse_seeds, subprocess_runner  # noqa: E402
-from analysis.sweeps import grid_trials, parse_grid, parse_random, random_trials, run_sweep, submit_command  # noqa: E402
-from nanogpt.errors import UserError  # noqa: E402
+from analysis.launch import Runner, add_run_arguments, launch_spec, parse_seeds, subprocess_runner
+from analysis.sweeps import grid_trials, parse_grid, parse_random, random_trials, run_sweep, submit_command
+from nanogpt.errors import UserError, entry_point
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Grid or random hyperparameter search over recorded runs.")
+    p = argparse.ArgumentParser(description="Grid or random hyperparameter search over recorded runs.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_run_arguments(p)
     p.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2", help="grid values of one hyperparameter (repeatable)")
     p.add_argument("--random", action="append", default=[], metavar="NAME=SPEC", help="random-search range (repeatable)")
-    p.add_argument("--trials", type=int, default=8, help="random-search trials (default 8)")
-    p.add_argument("--search-seed", type=int, default=0, help="seed of the random draws (default 0)")
-    p.add_argument("--seeds", default="0", help="run seeds per trial, e.g. 0,1 (default 0)")
+    p.add_argument("--trials", type=int, default=8, help="random-search trials")
+    p.add_argument("--search-seed", type=int, default=0, help="seed of the random draws")
+    p.add_argument("--seeds", default="0", help="run seeds per trial, e.g. 0,1")
     return p.parse_args(argv)
 
 
+@entry_point("interrupted; rerun the same command to resume (recorded runs are reused)")
 def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
     args = parse_args(argv)
-    try:
-        if bool(args.grid) == bool(args.random):
-            raise UserError("give --grid NAME=V1,V2 ... or --random NAME=SPEC ... (one kind of search)")
-        seeds = parse_seeds(args.seeds)
-        base = launch_spec(args)
-        if args.grid:
-            grid = parse_grid(args.grid)
-            trials, search = grid_trials(grid), {"grid": grid}
-        else:
-            trials = random_trials(parse_random(args.random), args.trials, args.search_seed, base.hparams)
-            search = {"random": args.random, "trials": args.trials, "search_seed": args.search_seed}
-        entry = run_sweep(args.track, args.optimizer, args.set, args.steps, args.no_compile, args.nproc, trials, search, seeds,
-                          args.records_dir, runner or subprocess_runner(args.nproc, args.save_checkpoint),
-                          debug_model=args.debug_model, data_dir=args.data_dir)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume (recorded runs are reused)", file=sys.stderr)
-        return 130
+    if bool(args.grid) == bool(args.random):
+        raise UserError("give --grid NAME=V1,V2 ... or --random NAME=SPEC ... (one kind of search)")
+    seeds = parse_seeds(args.seeds)
+    base = launch_spec(args)
+    if args.grid:
+        grid = parse_grid(args.grid)
+        trials, search = grid_trials(grid), {"grid": grid}
+    else:
+        trials = random_trials(parse_random(args.random), args.trials, args.search_seed, base.hparams)
+        search = {"random": args.random, "trials": args.trials, "search_seed": args.search_seed}
+    entry = run_sweep(args.track, args.optimizer, args.set, args.steps, args.no_compile, args.nproc, trials, search, seeds,
+                      args.records_dir, runner or subprocess_runner(args.nproc, args.save_checkpoint),
+                      debug_model=args.debug_model, data_dir=args.data_dir)
     b = entry["budget"]
     print(f"budget: {b['trials']} trials, {b['runs']} runs, {b['device_s']:.0f} device-seconds of training "
           f"({b['launched_now']} runs launched now, {b['process_cpu_s_now']:.0f} CPU-s)")

@@ -29,3 +29,9 @@ def test_directions_are_captured_from_a_real_run():
 def test_step_cost_counts_the_state():
     muon, muon2 = diagnostics.step_cost("muon", 7, 0), diagnostics.step_cost("muon2", 7, 0)
     assert muon["opt_step_ms"] > 0 and muon2["state_mb"] > muon["state_mb"] > 0
+
+
+def test_short_timing_runs_time_at_least_one_step():
+    for steps in (1, 5):  # at or below the untimed warmup: the median is over the steps that remain, never empty
+        cost = diagnostics.step_cost("sgd", steps, 0)
+        assert cost["opt_step_ms"] > 0

@@ -12,7 +12,9 @@ from analysis import plots
 from analysis.leaderboard import (
     README_END,
     README_START,
+    YOUR_RUN,
     best_per_optimizer,
+    board_after_run,
     curve,
     leaderboard,
     load_records,
@@ -165,3 +167,19 @@ def test_plots_when_no_group_reached_the_target(tmp_path):
     curves = {"sgd": curve(records, table.iloc[0].run_ids)}
     lo, hi = plots.loss_curves(curves, "tiny-cpu", 1.6, tmp_path / "c.png", "steps")["ylim"]
     assert lo < 1.6 and hi > curves["sgd"]["hi"][-1]  # the target and the end of every curve stay in view
+
+
+def test_board_after_a_personal_run_shows_the_official_entries_and_that_run_marked(board, tmp_path):
+    mine = tmp_path / "mine"
+    record(mine, "sgd", [7])
+    (row,) = read_table(mine).to_dict("records")
+    before = (board / "records.csv").read_text()
+    text = board_after_run(board, "tiny-cpu", 1.6, row, mine)
+    entries = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(entries) == len(leaderboard(load_records(board), "tiny-cpu")) + 1
+    (yours,) = [line for line in entries if YOUR_RUN in line]
+    assert "| sgd |" in yours and f"recorded in {mine}" in text
+    assert (board / "records.csv").read_text() == before  # the official table is only read
+    # a run recorded into the official folder itself is already on the board: nothing is added
+    official = to_markdown(leaderboard(load_records(board), "tiny-cpu"), "tiny-cpu", 1.6)
+    assert board_after_run(board, "tiny-cpu", 1.6, row, board) == official

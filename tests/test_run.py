@@ -157,3 +157,27 @@ def test_ctrl_c_records_interrupted(tmp_path, root):
     row = read_table(tmp_path).iloc[0]
     assert row.status == "interrupted" and 0 < row.steps < 400
     assert "==== result ====" in (tmp_path / row.log).read_text()
+
+
+def test_personal_runs_default_to_an_ignored_folder(root):
+    assert run.parse_args([]).records_dir == str(tracks.PERSONAL_RUNS)
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(tracks.PERSONAL_RUNS / "records.csv")], cwd=root)
+    assert ignored.returncode == 0, "runs/ must be git-ignored: a user's runs never dirty the checkout"
+
+
+def test_quiet_still_prints_the_result_and_the_log(tmp_path, capsys):
+    assert run.main([*SHORT, "--records-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    (log,) = (tmp_path / "logs").glob("*.txt")
+    assert "final val loss" in out and f"log: {log}" in out and "step:" not in out
+
+
+def test_an_unreadable_official_board_never_fails_a_finished_run(tmp_path, monkeypatch, capsys):
+    official = tmp_path / "official"
+    official.mkdir()
+    (official / "records.csv").write_text("not,a,records,table\n")
+    monkeypatch.setattr(run, "OFFICIAL_RECORDS", official)
+    assert run.main(["--no-compile", "--steps", "2", "--records-dir", str(tmp_path / "mine")]) == 0
+    out = capsys.readouterr().out
+    assert "(leaderboard not shown: UserError:" in out and "records.csv:1: header" in out
+    assert len((tmp_path / "mine" / "records.csv").read_text().splitlines()) == 2  # the run is recorded
