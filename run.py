@@ -29,8 +29,9 @@ import optimizers
 from nanogpt import distributed
 from nanogpt.checkpoint import checkpoint_path, save_checkpoint
 from nanogpt.cli import add_config_arguments, spec_from_args
+from nanogpt.contention import machine_figure
 from nanogpt.data import BatchSampler, TokenStream, split_batch, validation_sequences
-from nanogpt.errors import UserError, entry_point
+from nanogpt.errors import UserError, entry_point, interrupt_on_sigterm, interrupted_exit_code
 from nanogpt.model import GPT
 from nanogpt.optim import build_optimizers, default_hparams, load_optimizer
 from nanogpt.recording import Recording, check_records_dir
@@ -85,6 +86,8 @@ def print_board(track_name: str, target: float, records_dir: str, row: dict) -> 
         from analysis.leaderboard import board_after_run  # reporting code is loaded only to print
 
         print(board_after_run(OFFICIAL_RECORDS, track_name, target, row, records_dir))
+    except BrokenPipeError:
+        pass  # nobody reads the output any more
     except Exception as e:  # a bad table, a missing optional package: the run is recorded either way
         print(f"(leaderboard not shown: {type(e).__name__}: {e})")
 
@@ -92,6 +95,7 @@ def print_board(track_name: str, target: float, records_dir: str, row: dict) -> 
 @entry_point()
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    interrupt_on_sigterm()
     try:
         if args.list:
             list_everything(args.track)
@@ -125,6 +129,7 @@ def train(args: argparse.Namespace) -> int:
     model = GPT(track.model).to(ctx.device)
     micro, accum = split_batch(track.batch_size, ctx.world_size, track.micro_batch_size)
     w = Workload(model, torch.compile(model) if track.compile else model, ctx, micro, accum, track.dtype)
+    calib_ms = machine_figure(model, track.model.vocab_size, micro, track.seq_len, ctx.device, w.autocast)
 
     # ---- untimed warmup (compilation, allocator), then a full reset -----------------------------
     opts = warmup_and_reset(w, lambda: build_optimizers(opt_spec, model, hp), sampler.next_global_batch, sampler.reset,
@@ -136,7 +141,10 @@ def train(args: argparse.Namespace) -> int:
 
     def say(text: str, always: bool = False) -> None:
         if ctx.is_main and (always or not args.quiet):
-            print(text, flush=True)
+            try:
+                print(text, flush=True)
+            except BrokenPipeError:  # output piped into `head`: keep training and recording, stop printing
+                sys.stdout = open(os.devnull, "w")
 
     def on_eval(step: int, loss: float, elapsed: float) -> None:
         line = eval_line(step, track.steps, loss, elapsed)
@@ -165,7 +173,7 @@ def train(args: argparse.Namespace) -> int:
     if not ctx.is_main:
         return 0 if out.status == "ok" else 1
     measured = {"opt_step_share": round(out.opt_time_s / out.train_time_s, 4) if out.train_time_s > 0 else None,
-                "peak_mem_mb": round(peak_memory_mb(ctx.device), 1),
+                "peak_mem_mb": round(peak_memory_mb(ctx.device), 1), "calib_ms": calib_ms, **out.contention,
                 "checkpoint": None if checkpoint is None else rec.relative(checkpoint)}
     row = rec.finish(out.status, measured)
     if out.status == "diverged":
@@ -173,13 +181,18 @@ def train(args: argparse.Namespace) -> int:
               f"{rec.path}. Lower the learning rate (--set lr=...)", file=sys.stderr)
         return 1
     if out.status == "interrupted":
-        print(f"interrupted at step {out.steps_done}; recorded as 'interrupted' in {rec.path}", file=sys.stderr)
-        return 130
+        cause = out.interruption if isinstance(out.interruption, KeyboardInterrupt) else "another process of the run failed"
+        print(f"interrupted ({cause or 'Ctrl-C'}) at step {out.steps_done}; recorded as 'interrupted' in {rec.path}", file=sys.stderr)
+        return interrupted_exit_code(out.interruption) if isinstance(out.interruption, KeyboardInterrupt) else 1
     say(f"\nfinal val loss {row['final_val_loss']:.4f} after {out.steps_done} steps, train time {out.train_time_s:.1f}s "
         f"({row['step_time_ms']:.1f} ms/step, optimizer {100 * (row['opt_step_share'] or 0):.1f}%), "
         f"peak memory {row['peak_mem_mb']:.0f} MB", always=True)
     say(f"target {track.target}: " + (f"reached at step {row['steps_to_target']}, {row['time_to_target_s']:.1f}s"
                                       if row["reached_target"] else "not reached"), always=True)
+    if row["contended"]:
+        say(f"warning: the machine was busy during the timed steps (cpu_util {row['cpu_util']}, cpu_pressure "
+            f"{row['cpu_pressure']}, steal {row['steal']}, other GPU processes {row['gpu_other_procs']}): recorded as "
+            "contended; a submission does not take it as evidence unless asked to (--accept-contended)", always=True)
     say(f"log: {rec.path}\n", always=True)
     if not args.quiet:
         print_board(track.name, track.target, args.records_dir, row)

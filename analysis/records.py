@@ -17,8 +17,9 @@ import pandas as pd
 from nanogpt.errors import UserError
 from nanogpt.recording import (
     COLUMNS,
+    ENTRY_VERSION,
+    LOG_VERSIONS,
     NUMERIC,
-    SCHEMA_VERSION,
     build_row,
     cell,
     csv_line,
@@ -54,6 +55,7 @@ def read_table(records_dir: str | Path) -> pd.DataFrame:
     for col in NUMERIC:
         df[col] = pd.to_numeric(df[col].replace("", None)) if len(df) else df[col]
     df["reached_target"] = df["reached_target"].map({"True": True, "False": False, "": False}).astype(bool)
+    df["contended"] = df["contended"].map({"True": True, "False": False, "": None})  # None: measured before version 3
     return df
 
 
@@ -76,9 +78,9 @@ def read_entries(path: Path, kinds: tuple[str, ...]) -> list[dict]:
             raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); fix or delete that line") from None
         if not isinstance(entry, dict) or entry.get("kind") not in kinds:
             raise UserError(f"{path}:{lineno}: not a {' or '.join(kinds)} entry; fix or delete that line")
-        if entry.get("schema_version") != SCHEMA_VERSION:
+        if entry.get("schema_version") != ENTRY_VERSION:
             raise UserError(f"{path}:{lineno}: schema version {entry.get('schema_version')!r} is unknown "
-                            f"(this harness reads {SCHEMA_VERSION})")
+                            f"(this harness reads {ENTRY_VERSION})")
         entries.append(entry)
     return entries
 
@@ -88,8 +90,8 @@ def row_from_log(parsed: ParsedLog, records_dir: str | Path) -> dict:
     section when there is one; a log cut off before it (a killed process) is indexed as interrupted
     unless its last step diverged."""
     version = parsed.config.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise UserError(f"{parsed.path}: log of schema version {version!r}; this harness reads {SCHEMA_VERSION}")
+    if version not in LOG_VERSIONS:
+        raise UserError(f"{parsed.path}: log of schema version {version!r}; this harness reads {', '.join(map(str, LOG_VERSIONS))}")
     result = parsed.result or {}
     log = os.path.relpath(parsed.path, records_dir)
     return build_row(parsed.config, parsed.environment, parsed.training, result.get("status"), result, log)

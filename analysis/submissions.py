@@ -22,10 +22,10 @@ import scipy
 
 from analysis import stats
 from nanogpt.errors import UserError
-from nanogpt.recording import KEY_COLUMNS, SCHEMA_VERSION, group_id, group_key
+from nanogpt.recording import ENTRY_VERSION, KEY_COLUMNS, group_id, group_key
 
 FACTS = ["run_id", "seed", "status", "final_val_loss", "reached_target", "time_to_target_s", "steps_to_target",
-         "tokens_to_target", "train_time_s", "world_size"]
+         "tokens_to_target", "train_time_s", "world_size", "contended"]
 
 
 def plain(value):
@@ -51,6 +51,7 @@ def run_facts(row: dict) -> dict:
     for k in ("seed", "world_size", "steps_to_target", "tokens_to_target"):
         facts[k] = None if facts[k] is None else int(facts[k])
     facts["reached_target"] = bool(facts["reached_target"])
+    facts["contended"] = None if facts["contended"] is None else bool(facts["contended"])  # None: not measured (before v3)
     return facts
 
 
@@ -104,8 +105,10 @@ def current_record(entries: Iterable[dict], track: str, hardware: str, exclude_g
 
 
 def decide(facts: list[dict], target: float, record: dict | None, alpha: float = stats.ALPHA,
-           confidence: float = stats.CONFIDENCE) -> dict:
-    """Statistics and decision for one set of runs (the part of the entry that `verify` recomputes)."""
+           confidence: float = stats.CONFIDENCE, accept_contended: bool = False) -> dict:
+    """Statistics and decision for one set of runs (the part of the entry that `verify` recomputes).
+    Runs timed on a busy machine (contended) are no evidence unless `accept_contended`, which the
+    entry then states (accepted_contended: how many)."""
     n = len(facts)
     losses = [f["final_val_loss"] for f in facts if f["status"] == "ok"]
     times = [f["time_to_target_s"] for f in facts if f["reached_target"]]
@@ -114,8 +117,12 @@ def decide(facts: list[dict], target: float, record: dict | None, alpha: float =
     loss = stats.summarize(losses, confidence)
     test = stats.below_target(losses, target)
     reasons = []
+    n_contended = sum(bool(f.get("contended")) for f in facts)
     if n_diverged:
         reasons.append(f"{n_diverged} of {n} runs diverged")
+    if n_contended and not accept_contended:
+        reasons.append(f"{n_contended} of {n} runs were timed on a busy machine (contended): rerun those seeds alone, "
+                       "or pass --accept-contended to submit them as they are (the leaderboard then says so)")
     if n < 2:
         reasons.append("a single run cannot show significance: submit at least 2 seeds")
     elif not test.p < alpha:
@@ -144,6 +151,7 @@ def decide(facts: list[dict], target: float, record: dict | None, alpha: float =
         "steps_to_target": _mean(f["steps_to_target"] for f in facts), "tokens_to_target": _mean(f["tokens_to_target"] for f in facts),
         "target_test": {**test.as_dict(), "passed": bool(test.p < alpha)}, "record_test": comparison,
         "runs_needed": needed, "evidence": evidence, "new_record": new_record, "reasons": reasons,
+        **({"accepted_contended": n_contended} if accept_contended and n_contended else {}),
     })
 
 
@@ -153,18 +161,18 @@ def _mean(values) -> float | None:
 
 
 def make_entry(rows: list[dict], record: dict | None, alpha: float = stats.ALPHA, confidence: float = stats.CONFIDENCE,
-               now: datetime.datetime | None = None) -> dict:
+               now: datetime.datetime | None = None, accept_contended: bool = False) -> dict:
     """A submission entry for submissions.jsonl (rows already checked with `check_group`)."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     first = rows[0]
     gid = group_id(first)
     facts = sorted((run_facts(r) for r in rows), key=lambda f: f["seed"])
     return {
-        "schema_version": SCHEMA_VERSION, "kind": "submission",
+        "schema_version": ENTRY_VERSION, "kind": "submission",
         "submission_id": f"{now:%Y%m%d-%H%M%S}-{first['optimizer']}-{gid}", "date": now.isoformat(timespec="seconds"),
         "track": first["track"], "hardware": first["hardware"], "optimizer": first["optimizer"], "group": gid,
         "key": key_values(first), "target": float(first["target"]), "scipy": scipy.__version__,
-        **decide(facts, float(first["target"]), record, alpha, confidence),
+        **decide(facts, float(first["target"]), record, alpha, confidence, accept_contended),
     }
 
 
@@ -194,6 +202,7 @@ def describe(entry: dict) -> str:
         lines.append("  record test     no earlier record on this track and hardware")
     verdict = "evidence ✓" if entry["evidence"] else "evidence ✗"
     verdict += ", NEW RECORD" if entry["new_record"] else ""
+    verdict += f" ({entry['accepted_contended']} contended runs accepted)" if entry.get("accepted_contended") else ""
     lines.append(f"  decision        {verdict}")
     lines += [f"    - {r}" for r in entry["reasons"]]
     for test, n in entry["runs_needed"].items():

@@ -26,7 +26,7 @@ from analysis.launch import Runner, ensure_runs
 from analysis.records import append_entry, sweeps_path
 from analysis.submissions import jsonable
 from nanogpt.errors import UserError
-from nanogpt.recording import SCHEMA_VERSION, group_id
+from nanogpt.recording import ENTRY_VERSION, group_id
 from nanogpt.runspec import RunSpec, resolve
 
 Say = Callable[[str], None]
@@ -157,7 +157,7 @@ def budget(trials: list[dict], launched: int, cpu_s: float, wall_s: float) -> di
 
 def _entry(kind: str, sid: str, base: RunSpec, search: dict, seeds: list[int], trials: list[dict], winner: dict | None,
            spent: dict) -> dict:
-    return {"schema_version": SCHEMA_VERSION, "kind": kind, "sweep_id": sid,
+    return {"schema_version": ENTRY_VERSION, "kind": kind, "sweep_id": sid,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "track": base.track.name, "hardware": base.track.hardware, "optimizer": base.optimizer.name, "cli": list(base.cli),
             "search": search, "seeds": seeds, "trials": trials, "winner": winner, "budget": spent}

@@ -21,7 +21,7 @@ from analysis.records import read_entries, read_raw_rows, row_from_log, submissi
 from analysis.submissions import check_group, current_record, decide, key_values, run_facts
 from analysis.sweeps import choose_winner, steps_winner
 from nanogpt.errors import UserError
-from nanogpt.recording import COLUMNS, SCHEMA_VERSION, cell, group_id
+from nanogpt.recording import COLUMNS, LOG_VERSIONS, cell, group_id
 from nanogpt.runlog import (
     ParsedLog,
     combined_sha256,
@@ -78,8 +78,9 @@ def diff_cells(recomputed: dict, recorded: dict, what: str, columns: list[str]) 
 
 def verify_run(parsed: ParsedLog, table_row: dict[str, str] | None, records_dir: Path) -> tuple[list[str], dict | None]:
     """Problems with one run, and its row recomputed from the log (None if it cannot be)."""
-    if parsed.config.get("schema_version") != SCHEMA_VERSION:
-        return [f"log of schema version {parsed.config.get('schema_version')!r}; this harness verifies version {SCHEMA_VERSION}"], None
+    if parsed.config.get("schema_version") not in LOG_VERSIONS:
+        return [f"log of schema version {parsed.config.get('schema_version')!r}; this harness verifies versions "
+                f"{', '.join(map(str, LOG_VERSIONS))}"], None
     problems = code_problems(parsed) + training_problems(parsed.training, parsed.config)
     try:
         row = row_from_log(parsed, records_dir)
@@ -89,7 +90,8 @@ def verify_run(parsed: ParsedLog, table_row: dict[str, str] | None, records_dir:
     if parsed.result is not None:  # without one (a killed process) the row's status is derived from the lines
         if parsed.result.get("status") != derived:
             problems.append(f"result status {parsed.result.get('status')!r} but the training lines say {derived!r}")
-        problems += diff_cells(row, parsed.result, "result section:", COLUMNS)
+        # an older log's result lacks the columns added since, and states its own version
+        problems += diff_cells(row, parsed.result, "result section:", [c for c in COLUMNS if c in parsed.result and c != "schema_version"])
     if table_row is not None:
         problems += diff_cells(row, table_row, "table:", COLUMNS)
     return problems, row
@@ -133,7 +135,7 @@ def verify_submission(entry: dict, earlier: list[dict], rows: dict[str, dict], b
         problems.append(f"compared with record {against!r}, but the record when it was made was "
                         f"{expected['submission_id'] if expected else None!r}")
     facts = sorted((run_facts(r) for r in used), key=lambda f: f["seed"])
-    recomputed = decide(facts, entry["target"], expected, entry["alpha"], entry["confidence"])
+    recomputed = decide(facts, entry["target"], expected, entry["alpha"], entry["confidence"], bool(entry.get("accepted_contended")))
     return problems + diff_values({k: entry.get(k) for k in recomputed}, recomputed)
 
 
@@ -162,6 +164,14 @@ def verify_sweep(entry: dict, rows: dict[str, dict], bad_runs: set[str]) -> list
     if winner != expected:
         problems.append(f"winner {winner} but its trials give {expected}")
     return problems
+
+
+def unfinished(log: Path) -> bool:
+    """A log that a dead process left without its result section (and that is not in the table)."""
+    try:
+        return parse_log(log).result is None
+    except UserError:
+        return False  # unreadable: reported as a problem by the caller
 
 
 def current_harness_sha256() -> str:
@@ -211,7 +221,12 @@ def verify_records(records_dir: str | Path, only: set[str] | None = None) -> Rep
         indexed = {(records_dir / rec["log"]).resolve() for rec in table.values()}
         for log in sorted((records_dir / "logs").glob("*.txt")):
             if log.resolve() not in indexed:
-                report.add(str(log.relative_to(records_dir)), ["log is not in the table (python scripts/rebuild_records.py indexes it)"])
+                name = str(log.relative_to(records_dir))
+                if unfinished(log):
+                    report.notes.append(f"{name}: unfinished run (its process died before the result: SIGKILL, a lost "
+                                        "machine); not in the table, not a result")
+                else:
+                    report.add(name, ["log is not in the table (python scripts/rebuild_records.py indexes it)"])
     for k, entry in enumerate(submissions):
         if only is None or entry["submission_id"] in only or {r["run_id"] for r in entry["runs"]} & wanted:
             report.add(f"submission {entry['submission_id']}", verify_submission(entry, submissions[:k], rows, bad))

@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 
 
 class UserError(Exception):
     """Bad input (flag, file, optimizer module, records table): the message says what and how to fix it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (timeout, Slurm preemption, torchrun stopping the other ranks when one dies): an
+    interruption like Ctrl-C, so the run is recorded as interrupted and the table stays intact."""
+
+
+def interrupt_on_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` in the main thread."""
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def interrupted_exit_code(exc: BaseException) -> int:
+    """130 for Ctrl-C, 143 (128 + SIGTERM) for a termination, as shells report them."""
+    return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
 
 
 def entry_point(interrupted: str = "interrupted") -> Callable[[Callable[..., int]], Callable[..., int]]:
@@ -24,9 +44,9 @@ def entry_point(interrupted: str = "interrupted") -> Callable[[Callable[..., int
             except UserError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as e:
                 print(interrupted, file=sys.stderr)
-                return 130
+                return interrupted_exit_code(e)
 
         return guarded
 

@@ -26,20 +26,25 @@ from nanogpt.runlog import RunLog, Training, figures, parse_training
 if TYPE_CHECKING:
     from nanogpt.runspec import RunSpec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # of the table and the logs (records/README.md); 3 added the machine and contention figures
+LOG_VERSIONS = (2, 3)  # logs this harness reads: a version-2 log has no machine or contention figures
+ENTRY_VERSION = 2  # of submissions.jsonl and sweeps.jsonl entries
 COLUMNS = [
     "run_id", "date", "track", "hardware", "optimizer", "hparams", "seed", "world_size", "device", "status",
     "steps", "tokens", "train_time_s", "final_val_loss", "target", "reached_target", "time_to_target_s",
     "steps_to_target", "tokens_to_target", "flops_to_target", "step_time_ms", "opt_step_share", "peak_mem_mb",
     "code_sha256", "harness_sha256", "track_sha256", "torch_version", "schema_version", "log", "checkpoint",
+    "calib_ms", "cpu_util", "cpu_pressure", "steal", "gpu_util", "gpu_other_procs", "contended",
 ]
 STATUSES = ("ok", "diverged", "interrupted")
 NUMERIC = ["seed", "world_size", "steps", "tokens", "train_time_s", "final_val_loss", "target", "time_to_target_s",
            "steps_to_target", "tokens_to_target", "flops_to_target", "step_time_ms", "opt_step_share", "peak_mem_mb",
-           "schema_version"]
+           "schema_version", "calib_ms", "cpu_util", "cpu_pressure", "steal", "gpu_util", "gpu_other_procs"]
+BOOLEAN = ["reached_target", "contended"]
 REQUIRED = ["run_id", "track", "optimizer", "hparams", "seed", "status", "schema_version"]
 # Measurements the training lines cannot reproduce: verify checks them against the log's result section only.
-MEASURED = ["opt_step_share", "peak_mem_mb", "checkpoint"]
+MEASURED = ["opt_step_share", "peak_mem_mb", "checkpoint", "calib_ms", "cpu_util", "cpu_pressure", "steal", "gpu_util",
+            "gpu_other_procs", "contended"]
 # A configuration: runs that share these are repetitions of one experiment (they differ only in seed).
 KEY_COLUMNS = ["track", "track_sha256", "optimizer", "code_sha256", "harness_sha256", "hparams", "world_size"]
 
@@ -143,8 +148,9 @@ def _check_row(path: Path, lineno: int, rec: dict[str, str]) -> None:
             raise UserError(f"{where}: column {col} is empty; fix or delete that line")
     if rec["status"] not in STATUSES:
         raise UserError(f"{where}: status {rec['status']!r} is not one of {', '.join(STATUSES)}")
-    if rec["reached_target"] not in ("True", "False", ""):
-        raise UserError(f"{where}: reached_target {rec['reached_target']!r} must be True or False")
+    for col in BOOLEAN:
+        if rec[col] not in ("True", "False", ""):
+            raise UserError(f"{where}: {col} {rec[col]!r} must be True or False")
     for col in NUMERIC:
         if rec[col] != "":
             try:

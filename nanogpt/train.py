@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from nanogpt import distributed
+from nanogpt.contention import ContentionMeter
 from nanogpt.data import micro_batches
 from nanogpt.schedule import lr_multiplier, set_lr
 from nanogpt.timing import RegionTimer, TrainClock
@@ -131,6 +133,8 @@ class Outcome:
     evals: list[tuple[int, float, float]]  # (step, val loss, train time s)
     train_time_s: float
     opt_time_s: float
+    contention: dict  # ContentionMeter.figure() over the timed steps
+    interruption: BaseException | None = None  # Ctrl-C, SIGTERM (errors.Terminated) or a peer's failure
 
 
 def timed_loop(w: Workload, opts: Optimizers, next_batch: Callable[[], np.ndarray], total: int, schedule: dict,
@@ -138,10 +142,13 @@ def timed_loop(w: Workload, opts: Optimizers, next_batch: Callable[[], np.ndarra
                on_eval: Callable[[int, float, float], None], on_step: Callable[[int, float, float], None]) -> Outcome:
     """The timed run: evaluate on the fixed cadence (and after the last step) with the clock
     stopped, time every training step, stop at the first non-finite or exploding train loss.
-    Ctrl-C ends it as `interrupted`. on_eval/on_step(step, loss, train time s) write the log."""
+    Ctrl-C, SIGTERM (see errors.interrupt_on_sigterm) or the failure of another process of the run
+    end it as `interrupted`. The contention meter reads its counters just outside the clock
+    around every step. on_eval/on_step(step, loss, train time s) write the log."""
     clock, opt_timer = TrainClock(w.ctx.device), RegionTimer(w.ctx.device)
+    meter = ContentionMeter(w.ctx.device, torch.get_num_threads())
     evals: list[tuple[int, float, float]] = []
-    status, steps_done, last_loss = "ok", 0, math.nan
+    status, steps_done, last_loss, interruption = "ok", 0, math.nan, None
 
     def evaluation(step: int) -> None:
         loss = run_eval()
@@ -152,10 +159,12 @@ def timed_loop(w: Workload, opts: Optimizers, next_batch: Callable[[], np.ndarra
         for step in range(total):
             if step % eval_every == 0:
                 evaluation(step)
+            meter.start()
             clock.start()
             lr = lr_multiplier(step, total, schedule["warmup_frac"], schedule["cooldown_frac"], schedule["final_lr_mult"])
             last_loss = train_step(w, opts, step, w.split(next_batch()), lr, opt_timer)
             clock.stop()
+            meter.stop()
             steps_done = step + 1
             on_step(steps_done, last_loss, clock.elapsed)
             if not math.isfinite(last_loss) or last_loss > diverge_at:
@@ -163,8 +172,8 @@ def timed_loop(w: Workload, opts: Optimizers, next_batch: Callable[[], np.ndarra
                 break
         if status == "ok":
             evaluation(total)
-    except KeyboardInterrupt:
-        status = "interrupted"
+    except (KeyboardInterrupt, dist.DistError) as e:  # DistError: another rank died or left the group
+        status, interruption = "interrupted", e
         if clock.started is not None:
             clock.stop()
-    return Outcome(status, steps_done, last_loss, evals, clock.elapsed, opt_timer.total_s())
+    return Outcome(status, steps_done, last_loss, evals, clock.elapsed, opt_timer.total_s(), meter.figure(), interruption)

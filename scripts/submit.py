@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", help="seeds to submit, e.g. 0-4 or 0,1,2 (each one independent run)")
     p.add_argument("--collect-only", action="store_true", help="never launch run.py; every seed must already be recorded")
     p.add_argument("--runs", nargs="+", metavar="RUN_ID", help="submit exactly these recorded runs (instead of --seeds)")
+    p.add_argument("--accept-contended", action="store_true",
+                   help="take runs timed on a busy machine as evidence (the entry and the leaderboard say so)")
     p.add_argument("--dry-run", action="store_true", help="print the decision without appending it to submissions.jsonl")
     return p.parse_args(argv)
 
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
     check_group(rows)
     path = submissions_path(args.records_dir)
     record = current_record(read_entries(path, ("submission",)), rows[0]["track"], rows[0]["hardware"], group_id(rows[0]))
-    entry = make_entry(rows, record)
+    entry = make_entry(rows, record, accept_contended=args.accept_contended)
     if not args.dry_run:
         append_entry(path, entry)
     print(describe(entry))

@@ -28,9 +28,11 @@ def curve(optimizer: str, hp: dict, default_lr: float) -> tuple[float, float, fl
     return floor + 0.08 * octaves, tau * (1 + octaves), step_s
 
 
-def fake_run(argv: list[str], noise: float = 0.004, diverge_seeds: tuple[int, ...] = (), device: str = "fake-cpu") -> int:
+def fake_run(argv: list[str], noise: float = 0.004, diverge_seeds: tuple[int, ...] = (), device: str = "fake-cpu",
+             contended_seeds: tuple[int, ...] = ()) -> int:
     """Record one synthetic run for run.py's argv; returns run.py's exit status (0 ok, 1 diverged).
-    Seeds in `diverge_seeds` diverge whatever the hyperparameters (an unlucky seed)."""
+    Seeds in `diverge_seeds` diverge whatever the hyperparameters (an unlucky seed); seeds in
+    `contended_seeds` are recorded as timed on a busy machine."""
     args = run.parse_args(argv)
     spec = spec_from_args(args)
     track, hp = spec.track, spec.hparams
@@ -56,7 +58,9 @@ def fake_run(argv: list[str], noise: float = 0.004, diverge_seeds: tuple[int, ..
             break
     if status == "ok":
         rec.line(eval_line(track.steps, track.steps, loss(track.steps) + 0.03, elapsed))
-    rec.finish(status, {"opt_step_share": 0.1, "peak_mem_mb": 100.0, "checkpoint": None})
+    busy = args.seed in contended_seeds
+    rec.finish(status, {"opt_step_share": 0.1, "peak_mem_mb": 100.0, "checkpoint": None, "calib_ms": 50.0,
+                        "cpu_util": 0.5 if busy else 0.97, "cpu_pressure": 0.4 if busy else 0.01, "steal": 0.0, "contended": busy})
     return 0 if status == "ok" else 1
 
 

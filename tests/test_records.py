@@ -11,7 +11,7 @@ from fake_runs import fake_run, record
 
 from analysis.records import append_entry, read_entries, read_table, row_from_log
 from nanogpt.errors import UserError
-from nanogpt.recording import COLUMNS, SCHEMA_VERSION, cell, read_raw_rows, table_path
+from nanogpt.recording import COLUMNS, ENTRY_VERSION, SCHEMA_VERSION, cell, read_raw_rows, table_path
 from nanogpt.runlog import Eval, RunLog, Training, TrainStep, figures, parse_log, parse_training, training_problems
 from nanogpt.runspec import resolve
 
@@ -112,7 +112,8 @@ def test_table_of_an_older_schema_says_so_and_how_to_fix(tmp_path):
     row = ["x"] * len(old)
     row[old.index("schema_version")] = "1"
     table_path(tmp_path).write_text(",".join(old) + "\n" + ",".join(row) + "\n")
-    with pytest.raises(UserError, match=r"records.csv:1: header does not match schema version 2 \(its rows are version 1\).*rebuild"):
+    expected = rf"records.csv:1: header does not match schema version {SCHEMA_VERSION} \(its rows are version 1\).*rebuild"
+    with pytest.raises(UserError, match=expected):
         read_table(tmp_path)
 
 
@@ -127,13 +128,13 @@ def test_read_table_types(tmp_path):
 
 def test_jsonl_entries_are_validated_line_by_line(tmp_path):
     path = tmp_path / "submissions.jsonl"
-    append_entry(path, {"schema_version": SCHEMA_VERSION, "kind": "submission", "x": 1})
+    append_entry(path, {"schema_version": ENTRY_VERSION, "kind": "submission", "x": 1})
     assert read_entries(path, ("submission",))[0]["x"] == 1
     with open(path, "a") as f:
         f.write('{"schema_version": 1, "kind": "submission"}\n')
     with pytest.raises(UserError, match=r"submissions.jsonl:2: schema version 1 is unknown"):
         read_entries(path, ("submission",))
-    path.write_text(json.dumps({"schema_version": SCHEMA_VERSION, "kind": "submission"}) + "\n{not json\n")
+    path.write_text(json.dumps({"schema_version": ENTRY_VERSION, "kind": "submission"}) + "\n{not json\n")
     with pytest.raises(UserError, match=r"submissions.jsonl:2: not valid JSON"):
         read_entries(path, ("submission",))
 

@@ -141,18 +141,20 @@ def test_list_shows_tracks_and_optimizers(capsys):
     assert "tiny-cpu" in out and "muon: " in out and "lr=" in out
 
 
-def test_ctrl_c_records_interrupted(tmp_path, root):
-    """SIGINT after the first progress line: the run stops, records 'interrupted', exits 130."""
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_record_interrupted(tmp_path, root, sig, code):
+    """SIGINT (Ctrl-C) or SIGTERM (timeout, Slurm, torchrun) after the first progress line: the run
+    stops, records 'interrupted' with its result section, exits 130 or 143."""
     proc = subprocess.Popen(
         [sys.executable, "run.py", "--no-compile", "--steps", "400", "--records-dir", str(tmp_path)],
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     for line in proc.stdout:
         if line.startswith("  step "):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             break
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "interrupted" in err and "Traceback" not in err
     row = read_table(tmp_path).iloc[0]
     assert row.status == "interrupted" and 0 < row.steps < 400
@@ -181,3 +183,37 @@ def test_an_unreadable_official_board_never_fails_a_finished_run(tmp_path, monke
     out = capsys.readouterr().out
     assert "(leaderboard not shown: UserError:" in out and "records.csv:1: header" in out
     assert len((tmp_path / "mine" / "records.csv").read_text().splitlines()) == 2  # the run is recorded
+
+
+def test_a_run_records_its_machine_and_contention_figures(tmp_path):
+    assert run.main([*SHORT, "--records-dir", str(tmp_path)]) == 0
+    row = read_table(tmp_path).iloc[0]
+    assert row.calib_ms > 0  # the machine figure: eager forward-backward of the track's model, before the warmup
+    assert 0 < row.cpu_util < 1.5 and row.contended in (True, False)
+    assert np.isnan(row.gpu_util) and np.isnan(row.gpu_other_procs)  # no GPU here
+
+
+def test_a_run_beside_busy_processes_is_recorded_as_contended(tmp_path):
+    """Two CPU-bound processes beside the run on this machine's cores: the timed steps wait for a
+    CPU (pressure) or get less CPU than their threads could use, and the row says contended."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(max(2, os.cpu_count() or 1))]
+    try:
+        assert run.main(["--no-compile", "--steps", "12", "--quiet", "--records-dir", str(tmp_path)]) == 0
+    finally:
+        for h in hogs:
+            h.kill()
+    row = read_table(tmp_path).iloc[0]
+    assert row.contended == True, (row.cpu_util, row.cpu_pressure, row.steal)  # noqa: E712
+
+
+def test_output_piped_into_a_closed_reader_still_records_the_run(tmp_path, root):
+    """`python run.py | head -1`: the pipe closes, the run keeps training and records its result."""
+    proc = subprocess.Popen([sys.executable, "run.py", "--no-compile", "--steps", "30", "--records-dir", str(tmp_path)],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0, err
+    row = read_table(tmp_path).iloc[0]
+    assert row.status == "ok" and row.steps == 30

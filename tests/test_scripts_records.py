@@ -90,6 +90,21 @@ def test_submit_refuses_runs_from_different_devices(tmp_path, capsys):
     assert not submissions_path(tmp_path).exists()
 
 
+def test_contended_runs_are_evidence_only_when_accepted_and_verify_agrees(tmp_path, capsys):
+    runner = Counting(contended_seeds=(1,))
+    assert submit.main(args(tmp_path, "--optimizer", "muon", "--seeds", "0-2"), runner) == 1
+    (refused,) = submissions(tmp_path)
+    assert not refused["evidence"] and any("1 of 3 runs were timed on a busy machine" in r for r in refused["reasons"])
+    assert "accepted_contended" not in refused
+    assert submit.main(args(tmp_path, "--optimizer", "muon", "--seeds", "0-2", "--accept-contended"), runner) == 0
+    accepted = submissions(tmp_path)[-1]
+    assert accepted["evidence"] and accepted["accepted_contended"] == 1
+    assert "1 contended runs accepted" in capsys.readouterr().out
+    (row,) = leaderboard(load_records(tmp_path), "tiny-cpu").itertuples()
+    assert row.n_contended == 1 and row.accepted_contended == 1
+    assert verify.main(["--records-dir", str(tmp_path)]) == 0
+
+
 def test_every_run_missing_the_target_is_no_evidence(tmp_path, capsys):
     assert submit.main(args(tmp_path, "--optimizer", "adamw", "--set", "lr=0.03", "--seeds", "0-2"), Counting()) == 1
     (entry,) = submissions(tmp_path)
@@ -391,3 +406,15 @@ def test_bench_summarises_recorded_runs(tmp_path, capsys):
     muon = table[table["optimizer"] == "muon"]
     assert [line.split(" | ")[0:2] for line in lines] == [["| muon", "3"], ["| adamw", "1"]]  # sgd has no runs: no row
     assert f"| {muon['step_time_ms'].median():.1f} |" in lines[0] and "fake-cpu" in lines[0]
+
+
+def test_a_log_left_by_a_killed_run_is_reported_as_unfinished_not_as_a_failure(tmp_path, capsys):
+    record(tmp_path, "muon", [0])
+    (log,) = (tmp_path / "logs").glob("*.txt")
+    text = log.read_text()
+    killed = log.with_name("killed-run.txt")
+    killed.write_text(text[: text.index("==== result ====")])  # a process that died before writing its result
+    assert verify.main(["--records-dir", str(tmp_path)]) == 0
+    assert "logs/killed-run.txt: unfinished run" in capsys.readouterr().out
+    killed.write_text(text.replace("20", "21", 1))  # a complete log that is not indexed is still a problem
+    assert verify.main(["--records-dir", str(tmp_path)]) == 1
