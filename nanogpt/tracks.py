@@ -20,15 +20,36 @@ PERSONAL_RUNS = ROOT / "runs"  # a user's own runs (git-ignored): where run.py r
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """The architecture, every choice a field: the model (nanogpt/model.py) reads these and nothing
+    else, so a track that names a record states that record's choices here. The defaults are the
+    harness's own modern architecture (tiny-cpu)."""
+
     vocab_size: int
     n_layer: int
     n_head: int
     n_embd: int
-    mlp: str = "relu2"  # "relu2" (modern speedrun) or "gelu" (October 2024 record)
+    mlp: str = "relu2"  # "relu2" (ReLU²), "gelu" (exact, erf) or "gelu_tanh" (tanh approximation)
     mlp_ratio: int = 4
-    tie_embeddings: bool = False
-    logit_cap: float = 30.0  # 0 disables the soft-cap
+    tie_embeddings: bool = False  # one tensor is the embedding and the head; it is initialised by init_embed
+    logit_cap: float = 30.0  # cap·tanh(logits/cap); 0 disables the soft-cap
+    logit_cap_dtype: str = "float32"  # "float32": cap after the logits' cast to float32; "logits": before it,
+    #                                   in the head's output dtype (bf16 under autocast)
     rope_base: float = 10000.0
+    rope_table_dtype: str = "input"  # RoPE cos/sin tables: "input" (in q/k's dtype), "float32", or "bfloat16"
+    #                                  (rounded); the rotation is computed in the promoted dtype and cast back
+    embed_norm: bool = True  # RMS norm on the token embedding before the first block
+    qk_norm: bool = True  # RMS norm of each head's q and k (before RoPE)
+    attn_out_depth_scale: bool = False  # scale the attention branch by 1/sqrt(2·n_layer) before the residual add
+    norm_eps: float | None = None  # eps of every RMS norm, inside the sqrt; None: the dtype's machine epsilon
+    # Initialisation of each weight kind, a name from nanogpt.model.INITS: "zero", "normal(std=1)",
+    # "normal(std=0.02)", "uniform(std=1/sqrt(fan_in))", "uniform(std=1/sqrt(3*fan_in))" (nn.Linear's default).
+    init_embed: str = "normal(std=1)"
+    init_qkv: str = "uniform(std=1/sqrt(fan_in))"
+    init_attn_proj: str = "zero"
+    init_fc: str = "uniform(std=1/sqrt(fan_in))"
+    init_mlp_proj: str = "zero"
+    init_head: str = "zero"
+    eval_dtype: str = "autocast"  # evaluation (forward without autograd): "autocast" as in training, or "float32"
 
 
 @dataclass(frozen=True)
@@ -88,7 +109,7 @@ TRACKS: dict[str, Track] = {
         tokenizer="bytes",
         train_files="data/brown/shards/brown_train_*.bin",
         val_files="data/brown/shards/brown_val_*.bin",
-        model=ModelConfig(vocab_size=257, n_layer=4, n_head=4, n_embd=128),
+        model=ModelConfig(vocab_size=257, n_layer=4, n_head=4, n_embd=128),  # the harness's own architecture (defaults)
         seq_len=256,
         batch_size=16,
         micro_batch_size=16,
@@ -121,19 +142,57 @@ GPU_RUN = dict(device="cuda", dtype="bfloat16", compile=True, warmup_steps=5, to
                train_files=FINEWEB_TRAIN, val_files=FINEWEB_VAL, train_shards=FINEWEB_TRAIN_SHARDS,
                seq_len=SPEEDRUN_SEQ_LEN, val_tokens=SPEEDRUN_VAL_TOKENS, eval_every=SPEEDRUN_EVAL_EVERY)
 
+# The records' architectures as ModelConfig fields. Sources are KellerJordan/modded-nanogpt at
+# f411b3d3 as read for the golden fixtures (tests/fixtures/records/README.md §6-§8; L = line of the
+# record's script), and each is proven against those fixtures (tests/test_record_fixtures.py).
+# 10/10/24 "Muon" (records/track_1_short/2024-10-10_Muon/train_gpt2.py):
+ARCH_2024_10_10 = dict(
+    mlp="gelu",  # exact (erf) GELU, F.gelu's default (L181)
+    tie_embeddings=True,  # lm_head.weight is the embedding's tensor (L219)
+    logit_cap=0.0,  # none: logits.float() then cross-entropy (L235-236)
+    rope_table_dtype="float32",  # cos/sin cached in float32 (L123-124)
+    embed_norm=False,  # the embedding enters the first block as is (L226-229)
+    qk_norm=False,  # RoPE straight on q and k (L163-165)
+    attn_out_depth_scale=True,  # x + attn_scale·attn(N(x)), attn_scale = 1/sqrt(2·n_layer) (L191, L194)
+    norm_eps=1e-6,  # rmsnorm: x.float()·rsqrt(mean(x²) + 1e-6), cast back (L136-139)
+    # No init code: PyTorch's defaults. Every nn.Linear is U(±1/sqrt(fan_in)); the tied tensor is the
+    # head's nn.Linear draw (the embedding's N(0, 1) draw is discarded by the tie).
+    init_embed="uniform(std=1/sqrt(3*fan_in))", init_head="uniform(std=1/sqrt(3*fan_in))",
+    init_qkv="uniform(std=1/sqrt(3*fan_in))", init_attn_proj="uniform(std=1/sqrt(3*fan_in))",
+    init_fc="uniform(std=1/sqrt(3*fan_in))", init_mlp_proj="uniform(std=1/sqrt(3*fan_in))",
+    eval_dtype="float32",  # validation runs without autocast in this record (L454)
+)
+# 11/03/24 "UntieEmbed" (the script embedded in records/track_1_short/2024-11-03_UntieEmbed/d6b50d71-...txt)
+# plus the logit soft-cap line of 11/06/24 (the script in 2024-11-06_ShortcutsTweaks/dd7304a6-...txt, L251):
+ARCH_2024_11_03_SOFTCAP = dict(
+    mlp="relu2",  # relu(x).square() (L191)
+    tie_embeddings=False,  # separate lm_head (L227-228)
+    logit_cap=30.0, logit_cap_dtype="logits",  # 11/06 L251: 30·tanh(logits/30) after the head matmul, before .float() (L252)
+    rope_table_dtype="bfloat16",  # cos/sin cached as bfloat16 (L139-140), result cast to the input's dtype (L150)
+    embed_norm=True,  # F.rms_norm after the embedding (L233-234)
+    qk_norm=True,  # F.rms_norm of q and k per head, before RoPE (L174-175)
+    attn_out_depth_scale=False,  # x + attn(N(x)) (L202-205)
+    norm_eps=None,  # F.rms_norm without eps: the dtype's machine epsilon
+    init_embed="normal(std=1)",  # nn.Embedding's default
+    init_qkv="uniform(std=1/sqrt(3*fan_in))", init_fc="uniform(std=1/sqrt(3*fan_in))",  # nn.Linear's default
+    init_attn_proj="zero", init_mlp_proj="zero", init_head="zero",  # .weight.data.zero_() (L164-165, L186-187, L227-228)
+    eval_dtype="autocast",  # validation under the training autocast (L468)
+)
+
 TRACKS.update({
-    # The GPT-2 speedrun on our fixed modern architecture (RoPE, QK-norm, ReLU², untied head
-    # zero-initialised, zero-initialised projections, logit soft-cap 30), i.e. the 11/03/24 record
-    # "Untied embed and lm_head" (10.8 min on 8xH100) plus the soft-cap of 11/06/24. That record:
-    # 12 layers, 768 wide, 6 heads of 128 ("head dim 128 suggested by @Grad62304977"), vocab 50304,
-    # 8x64x1024 tokens per step, 4578 steps with a 1308-step linear cooldown to 0, no warmup
-    # (as reproduced in the MoE fork taken at that record, which reports 3.276 after 2.4B tokens).
+    # Exactly the 11/03/24 record "Untied embed and lm_head" (10.8 min on 8xH100, README record table;
+    # its log reports val loss 3.2762 at step 4578 under pytorch 2.5.1) plus the logit soft-cap line of
+    # 11/06/24, and nothing else of that record: the architecture is ARCH_2024_11_03_SOFTCAP (each
+    # field's source there); 12 layers, 768 wide, 6 heads of 128 (L384), vocab 50304 (L383);
+    # 8x64x1024 tokens per step, 4578 steps, no warmup, a 1308-step linear cooldown to 0 (L343-345);
+    # Muon and Adam hyperparameters in optimizers/muon.py TRACK_DEFAULTS (L402-405). Proven against
+    # the golden fixtures rec-2024-11-03-untie(+softcap30) (tests/test_record_fixtures.py).
     # Budget: 10,000 steps (5.2B tokens) covers the AdamW baseline of 06/06/24 (~5B tokens).
     "gpt2-small": Track(
         name="gpt2-small",
         description="FineWeb10B, GPT-2 tokens, 12x768 GPT (124M), 8xH100",
         hardware="8xH100",
-        model=ModelConfig(vocab_size=GPT2_VOCAB_PADDED, n_layer=12, n_head=6, n_embd=768),
+        model=ModelConfig(vocab_size=GPT2_VOCAB_PADDED, n_layer=12, n_head=6, n_embd=768, **ARCH_2024_11_03_SOFTCAP),
         batch_size=SPEEDRUN_BATCH,
         micro_batch_size=32,  # 2 accumulation steps per GPU on 8 GPUs (fp32 logits of 64 sequences are 13 GB)
         steps=4578,
@@ -142,15 +201,16 @@ TRACKS.update({
         schedule={"warmup_frac": 0.0, "cooldown_frac": 1308 / 4578, "final_lr_mult": 0.0},
         **GPU_RUN,
     ),
-    # GPT-2 medium size (24 layers x 1024 wide, ~350M parameters without the head) with the same
-    # architecture. Target 2.92 and schedule from the 01/18/25 "GPT2Medium" record (7500 steps of
+    # GPT-2 medium size (24 layers x 1024 wide, ~350M parameters without the head) with gpt2-small's
+    # architecture (ARCH_2024_11_03_SOFTCAP). Target 2.92 and schedule from the 01/18/25 "GPT2Medium" record (7500 steps of
     # 8x64x1024 tokens, cooldown_frac 0.4 to 0.1 x lr, final val loss 2.9166); that record used a
     # 16-layer model with value embeddings, so the default schedule here is a starting point.
     "gpt2-medium": Track(
         name="gpt2-medium",
         description="FineWeb10B, GPT-2 tokens, 24x1024 GPT (~350M), 8xH100",
         hardware="8xH100",
-        model=ModelConfig(vocab_size=GPT2_VOCAB_PADDED, n_layer=24, n_head=8, n_embd=1024),  # heads of 128
+        model=ModelConfig(vocab_size=GPT2_VOCAB_PADDED, n_layer=24, n_head=8, n_embd=1024,  # heads of 128
+                          **ARCH_2024_11_03_SOFTCAP),
         batch_size=SPEEDRUN_BATCH,
         micro_batch_size=16,
         steps=7500,
@@ -159,18 +219,20 @@ TRACKS.update({
         schedule={"warmup_frac": 0.0, "cooldown_frac": 0.4, "final_lr_mult": 0.1},
         **GPU_RUN,
     ),
-    # The October 2024 Muon record (10/10/24 "Muon improvements", records/101024_Muon, 22.3 min on
-    # 8xH100) as the Newton-Muon paper uses it: 12 layers, 768 wide, 12 heads of 64, GELU MLP,
-    # embedding tied to the head, GPT-2 vocabulary 50257 (unpadded), no logit soft-cap, 6200 steps of
-    # 8x64x1024 tokens, linear cooldown over the last 1800 steps to 0, no warmup. Our model keeps
-    # QK-norm and zero-initialised projections (the architecture is the harness's), so absolute
-    # numbers differ slightly from the record's; optimizer comparisons on this track are like for like.
+    # Exactly the October 2024 Muon record (10/10/24 "Muon improvements",
+    # records/track_1_short/2024-10-10_Muon, 22.3 min on 8xH100, README record table; its log reports
+    # val loss 3.2785 at step 6200 under pytorch 2.4.1), the configuration the Newton-Muon paper uses:
+    # the architecture is ARCH_2024_10_10 (each field's source there: exact GELU, tied embedding,
+    # no norm on the embedding or on q/k, 1/sqrt(2·n_layer) attention scale, eps 1e-6, PyTorch's
+    # default init, fp32 validation); 12 layers, 768 wide, 12 heads of 64 (L377), GPT-2 vocabulary
+    # 50257 unpadded (L376); 6200 steps of 8x64x1024 tokens, no warmup, linear cooldown over the last
+    # 1800 steps to 0 (L336-339); Muon and AdamW hyperparameters in optimizers/muon.py TRACK_DEFAULTS
+    # (L388-391). Proven against the golden fixture rec-2024-10-10-muon (tests/test_record_fixtures.py).
     "gpt2-muon-2024": Track(
         name="gpt2-muon-2024",
         description="FineWeb10B, October 2024 Muon record config (GELU, tied), 8xH100",
         hardware="8xH100",
-        model=ModelConfig(vocab_size=50257, n_layer=12, n_head=12, n_embd=768, mlp="gelu",
-                          tie_embeddings=True, logit_cap=0.0),
+        model=ModelConfig(vocab_size=50257, n_layer=12, n_head=12, n_embd=768, **ARCH_2024_10_10),
         batch_size=SPEEDRUN_BATCH,
         micro_batch_size=32,
         steps=6200,
@@ -179,7 +241,8 @@ TRACKS.update({
         schedule={"warmup_frac": 0.0, "cooldown_frac": 1800 / 6200, "final_lr_mult": 0.0},
         **GPU_RUN,
     ),
-    # For users with one GPU: a smaller model (8 layers x 512, 4 heads of 128) and batch
+    # For users with one GPU: a smaller model (8 layers x 512, 4 heads of 128, gpt2-small's
+    # architecture ARCH_2024_11_03_SOFTCAP) and batch
     # (128 x 1024 tokens) sized from a FLOP estimate so that one H100 runs the default 3500 steps in
     # about 10 minutes: 3500 x 131,072 tokens x 0.33 GFLOP/token (GPT.flops_per_token) = 1.5e17
     # FLOP, ~8.5 min at 300 TFLOP/s. PROVISIONAL: the step time and the target (3.90, an estimate
@@ -189,7 +252,7 @@ TRACKS.update({
         name="gpt2-1gpu",
         description="FineWeb10B, GPT-2 tokens, 8x512 GPT, 1xH100 (provisional target)",
         hardware="1xH100",
-        model=ModelConfig(vocab_size=GPT2_VOCAB_PADDED, n_layer=8, n_head=4, n_embd=512),
+        model=ModelConfig(vocab_size=GPT2_VOCAB_PADDED, n_layer=8, n_head=4, n_embd=512, **ARCH_2024_11_03_SOFTCAP),
         batch_size=128,
         micro_batch_size=64,
         steps=3500,

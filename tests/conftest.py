@@ -18,6 +18,7 @@ def load_script(name: str) -> ModuleType:
     """scripts/<name>.py imported as a module (named script_<name>), to call its functions and main()."""
     spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # registered first, as an import would: dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 

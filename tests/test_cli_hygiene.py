@@ -14,6 +14,7 @@ SCRIPTS = {  # script -> a word of the description that says how long or how big
     "scripts/robustness.py": "minutes",
     "scripts/verify.py": None,
     "scripts/bench.py": "runs",
+    "scripts/compare_records.py": "seconds",
     "data/fineweb.py": "GB",
     "data/make_local_gpt2_shards.py": "MB",
     "data/prepare_brown.py": None,

@@ -1,7 +1,9 @@
 """The GPT: causality, roles, initialisation, seeding."""
 
+import dataclasses
 import math
 
+import pytest
 import torch
 
 from nanogpt.model import GPT
@@ -70,3 +72,66 @@ def test_soft_cap_bounds_logits():
     x = torch.randint(0, 61, (1, 8))
     # With logits capped at ±2, the loss cannot exceed log(V) + 4.
     assert model(x[:, :-1], x[:, 1:]).item() <= math.log(61) + 4 + 1e-4
+
+
+def _perturbed(cfg: ModelConfig) -> GPT:
+    torch.manual_seed(2)
+    model = GPT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def test_eval_dtype_float32_evaluates_outside_autocast_and_trains_inside_it():
+    x = torch.randint(0, 61, (2, 17))
+    model = _perturbed(dataclasses.replace(CFG, eval_dtype="float32"))
+    with torch.no_grad():
+        fp32 = model(x[:, :-1], x[:, 1:])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            evaluated = model(x[:, :-1], x[:, 1:])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained = model(x[:, :-1], x[:, 1:])
+    assert torch.equal(evaluated, fp32) and not torch.equal(trained.detach(), fp32)
+    model = _perturbed(CFG)  # "autocast": evaluation in the training dtype
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not torch.equal(model(x[:, :-1], x[:, 1:]), fp32)
+
+
+def test_logit_cap_dtype_only_matters_in_low_precision():
+    x = torch.randint(0, 61, (2, 17))
+    losses = {}
+    for where in ("float32", "logits"):
+        model = _perturbed(dataclasses.replace(CFG, logit_cap=2.0, logit_cap_dtype=where))
+        with torch.no_grad():
+            plain = model(x[:, :-1], x[:, 1:])
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                losses[where] = (plain, model(x[:, :-1], x[:, 1:]))
+    assert torch.equal(losses["float32"][0], losses["logits"][0])
+    assert not torch.equal(losses["float32"][1], losses["logits"][1])
+
+
+def test_architecture_switches_change_the_function_and_bad_values_are_refused():
+    x = torch.randint(0, 61, (2, 17))
+    base = _perturbed(CFG)(x[:, :-1], x[:, 1:])
+    for change in ({"embed_norm": False}, {"qk_norm": False}, {"attn_out_depth_scale": True}, {"norm_eps": 1e-2},
+                   {"mlp": "gelu"}, {"mlp": "gelu_tanh"}, {"rope_table_dtype": "bfloat16"}):
+        assert not torch.equal(_perturbed(dataclasses.replace(CFG, **change))(x[:, :-1], x[:, 1:]), base), change
+    for bad in ({"mlp": "swiglu"}, {"init_qkv": "xavier"}, {"eval_dtype": "fp16"}, {"logit_cap_dtype": "bf16"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            GPT(dataclasses.replace(CFG, **bad))
+
+
+def test_init_schemes_draw_their_distribution():
+    cfg = dataclasses.replace(CFG, n_embd=256, n_head=4, init_embed="uniform(std=1/sqrt(3*fan_in))",
+                              init_qkv="uniform(std=1/sqrt(3*fan_in))", init_attn_proj="normal(std=0.02)",
+                              init_fc="uniform(std=1/sqrt(fan_in))", init_mlp_proj="uniform(std=1/sqrt(3*fan_in))",
+                              init_head="normal(std=1)")
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    b = model.blocks[0]
+    assert float(model.wte.weight.detach().abs().max()) <= 1 / math.sqrt(256)  # nn.Linear's U(±1/sqrt(fan_in))
+    for w, std in ((b.attn.c_q.weight, 1 / math.sqrt(3 * 256)), (b.attn.c_proj.weight, 0.02),
+                   (b.mlp.c_fc.weight, 1 / math.sqrt(256)), (b.mlp.c_proj.weight, 1 / math.sqrt(3 * 1024)),
+                   (model.lm_head.weight, 1.0)):
+        assert float(w.detach().std()) == pytest.approx(std, rel=0.05)
