@@ -30,14 +30,14 @@ from nanogpt import distributed
 from nanogpt.checkpoint import checkpoint_path, save_checkpoint
 from nanogpt.cli import add_config_arguments, spec_from_args
 from nanogpt.contention import machine_figure
-from nanogpt.data import BatchSampler, TokenStream, split_batch, validation_sequences
+from nanogpt.data import TokenStream, split_batch, train_sampler, validation_sequences
 from nanogpt.errors import UserError, entry_point, interrupt_on_sigterm, interrupted_exit_code
 from nanogpt.model import GPT
 from nanogpt.optim import build_optimizers, default_hparams, load_optimizer
 from nanogpt.recording import Recording, check_records_dir
 from nanogpt.runlog import eval_line, train_line
 from nanogpt.timing import peak_memory_mb
-from nanogpt.tracks import OFFICIAL_RECORDS, PERSONAL_RUNS, TRACKS, get_track
+from nanogpt.tracks import OFFICIAL_RECORDS, PERSONAL_RUNS, TRACKS, get_track, offline_data_dir, prepare_hint
 from nanogpt.train import Workload, evaluate, timed_loop, warmup_and_reset
 
 
@@ -107,8 +107,21 @@ def main(argv: list[str] | None = None) -> int:
         distributed.shutdown()
 
 
+def offline_debug_shards(args: argparse.Namespace) -> None:
+    """A debug run of a GPT-2 track on a machine without FineWeb reads the local GPT-2 shards
+    (nanogpt.runspec.resolve): build them here the first time (a few seconds, no download)."""
+    folder = offline_data_dir(get_track(args.track)) if args.debug_model and not args.data_dir else None
+    if folder is not None and not folder.is_dir():
+        from data.make_local_gpt2_shards import build_once
+
+        print(f"no FineWeb shards for {args.track}: the debug run reads local GPT-2 shards; building them once "
+              f"(python data/make_local_gpt2_shards.py)", flush=True)
+        build_once(folder)
+
+
 def train(args: argparse.Namespace) -> int:
     # ---- configuration, and everything a run needs checked before any compilation -------------
+    offline_debug_shards(args)
     spec = spec_from_args(args)  # also reads the sources to embed
     track, opt_spec, hp = spec.track, spec.optimizer, spec.hparams
     if track.device == "cuda" and not torch.cuda.is_available():
@@ -121,13 +134,14 @@ def train(args: argparse.Namespace) -> int:
     diverge_at = track.diverge_loss or 1.5 * math.log(track.model.vocab_size)
 
     # ---- data, model, optimizer ------------------------------------------------------------------
-    train_stream = TokenStream(track.resolve(track.train_files))
+    train_stream = TokenStream(track.resolve(track.train_files), prepare_hint(track))
     track.check_train_files(train_stream.files)
-    val = validation_sequences(TokenStream(track.resolve(track.val_files)), track.val_tokens, track.seq_len)
-    sampler = BatchSampler(train_stream, track.seq_len, track.batch_size, args.seed)
+    val = validation_sequences(TokenStream(track.resolve(track.val_files), prepare_hint(track)), track.val_tokens, track.seq_len)
+    sampler = train_sampler(track.sampler, train_stream, track.seq_len, track.batch_size, args.seed, track.sampler_ranks)
     torch.manual_seed(args.seed)
     model = GPT(track.model).to(ctx.device)
     micro, accum = split_batch(track.batch_size, ctx.world_size, track.micro_batch_size)
+    # As the records: DistributedDataParallel around the compiled model (no wrapper in one process).
     w = Workload(model, torch.compile(model) if track.compile else model, ctx, micro, accum, track.dtype)
     calib_ms = machine_figure(model, track.model.vocab_size, micro, track.seq_len, ctx.device, w.autocast)
 

@@ -24,6 +24,13 @@ from nanogpt.recording import COLUMNS, KEY_COLUMNS, NUMERIC, group_id
 from nanogpt.runlog import parse_log
 
 BASELINES = ("adamw", "muon")
+# Reference machines of the normalised-time column (CPU tracks, where machines of one hardware class
+# differ twofold): per track, the machine figure (calib_ms, nanogpt/contention.py) of the machine the
+# column refers to. A run's normalised time = its time x reference calib_ms / its own calib_ms.
+# Raw times stay the record; the column is a reading aid across machines.
+REFERENCE_MACHINES: dict[str, dict] = {
+    "tiny-cpu": {"calib_ms": 203.7, "machine": "AMD EPYC 2-core VM, median of 3 runs alone (2026-12-02, torch 2.13.0+cpu)"},
+}
 README_START, README_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
 
@@ -109,6 +116,7 @@ def leaderboard(records: Records, track: str, include_unsubmitted: bool = True) 
             "n_contended": int(runs["contended"].map(lambda c: c is True).sum()),
             "accepted_contended": entry.get("accepted_contended", 0) if entry else 0,
             "time_mean": times.mean() if len(times) else math.nan, "time_lo": t_lo, "time_hi": t_hi,
+            "time_norm_mean": normalised_time(hit, track),
             "steps_to_target": hit["steps_to_target"].mean() if len(hit) else math.nan,
             "tokens_to_target": hit["tokens_to_target"].mean() if len(hit) else math.nan,
             "loss_mean": losses.mean() if len(losses) else math.nan, "loss_lo": l_lo, "loss_hi": l_hi,
@@ -133,6 +141,15 @@ def leaderboard(records: Records, track: str, include_unsubmitted: bool = True) 
     record = {h: current_record(records.submissions, track, h) for h in table["hardware"].unique()}
     table["record"] = [record[h] is not None and record[h]["group"] == g for h, g in zip(table["hardware"], table["group"])]
     return table
+
+
+def normalised_time(hit: pd.DataFrame, track: str) -> float:
+    """Mean time to target normalised to the track's reference machine (NaN without a reference,
+    or when a run lacks its machine figure: runs recorded before format version 3)."""
+    ref = REFERENCE_MACHINES.get(track)
+    if ref is None or hit.empty or hit["calib_ms"].isna().any():
+        return math.nan
+    return float((hit["time_to_target_s"] * ref["calib_ms"] / hit["calib_ms"]).mean())
 
 
 def baseline_row(table: pd.DataFrame, optimizer: str, hardware: str, device: str) -> int | None:
@@ -166,11 +183,12 @@ def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, no
     head = f"### {track}" + (f" (target val loss {target})" if target is not None else "")
     if table.empty:
         return head + f"\n\nNo runs recorded yet.{note}\n"
+    normalised = bool(table["time_norm_mean"].notna().any())
     lines = [
         head, "",
-        "| # | optimizer | config | device | n | time to target (s) | steps to target | tokens to target | final val loss | vs AdamW "
-        "| vs Muon | tuning | evidence |",
-        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| # | optimizer | config | device | n | time to target (s) | " + ("normalised time (s) | " if normalised else "")
+        + "steps to target | tokens to target | final val loss | vs AdamW | vs Muon | tuning | evidence |",
+        "|---:|---|---|---|---:|---:|" + ("---:|" if normalised else "") + "---:|---:|---:|---:|---:|---|---|",
     ]
     for i, r in enumerate(table.itertuples()):
         n = f"{r.n}" + (f" ({r.n_reached} reached)" if r.n_reached != r.n else "") + (f", {r.n_diverged} diverged" if r.n_diverged else "")
@@ -179,7 +197,8 @@ def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, no
         speedups = " | ".join(stats.fmt(x, ".2f") + ("×" if not math.isnan(x) else "") for x in (r.speedup_adamw, r.speedup_muon))
         lines.append(
             f"| {i + 1} | {r.optimizer} | {r.config} | {r.device} | {n} | {plus_minus(r.time_mean, r.time_hi, '.1f')} | "
-            f"{stats.fmt(r.steps_to_target, '.0f')} | {tokens(r.tokens_to_target)} | {plus_minus(r.loss_mean, r.loss_hi, '.4f')} | "
+            + (f"{stats.fmt(r.time_norm_mean, '.1f')} | " if normalised else "")
+            + f"{stats.fmt(r.steps_to_target, '.0f')} | {tokens(r.tokens_to_target)} | {plus_minus(r.loss_mean, r.loss_hi, '.4f')} | "
             f"{speedups} | {tuning} | {evidence_cell(r)} |"
         )
     lines += [
@@ -190,7 +209,10 @@ def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, no
         "(scripts/sweep.py, scripts/find_steps.py) whose winner is this configuration: trials · runs · device-seconds of "
         "training. Evidence: the latest submission's one-sided test that the mean final loss is below the target; runs timed "
         "on a busy machine (contended: see the README's timing rules) count only when the submission accepted them, which "
-        f"the cell then says.{note}",
+        "the cell then says."
+        + (f" Normalised time: each run's time × the reference machine's figure / the run's own (calib_ms), the reference "
+           f"being {REFERENCE_MACHINES[track]['machine']}; a reading aid across machines, not the record." if normalised else "")
+        + note,
     ]
     return "\n".join(lines) + "\n"
 

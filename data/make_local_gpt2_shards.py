@@ -4,7 +4,9 @@
 
 For GPU machines without internet (and CI): the GPT-2 tracks can then run on real GPT-2 tokens
 with `run.py --track gpt2-small --data-dir data/local_gpt2` (recorded as 'gpt2-small~local',
-never as the real track) and scripts/bench_gpu.py can make its short training run.
+never as the real track) and scripts/bench_gpu.py can make its short training run. A smoke test
+`run.py --track gpt2-small --debug-model` on a machine without FineWeb reads them by itself and
+builds them first when they are missing (`build_once`, a few seconds).
 
 Sources: data/brown/brown.jsonl (Brown corpus) and, when present, data/transfer/sotu.jsonl (State
 of the Union addresses): ~3.4M tokens, ~7 MB of shards. The documents are shuffled with a fixed
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -48,13 +52,34 @@ def load_documents(paths: tuple[Path, ...]) -> tuple[list[str], list[Path]]:
     return documents, used
 
 
-def build(out: Path, procs: int = 1) -> list[Path]:
+def build(out: Path, procs: int = 1, shown: Path | None = None) -> list[Path]:
+    """Write the shards into `out` (reported as `shown`, default `out`)."""
     documents, used = load_documents(CORPORA)
     order = np.random.default_rng(SEED).permutation(len(documents))
     paths = tokenize_documents((documents[i] for i in order), out, prefix="fineweb", shard_size=SHARD_SIZE, procs=procs)
-    print(f"{out}: {len(documents)} documents from {', '.join(p.name for p in used)}: "
+    print(f"{shown or out}: {len(documents)} documents from {', '.join(p.name for p in used)}: "
           f"{sum(shard_token_count(p) for p in paths):,} tokens in 1 validation + {len(paths) - 1} training shards")
     return paths
+
+
+def build_once(out: Path) -> Path:
+    """`out`, built unless it exists. The shards are written to a temporary sibling folder renamed
+    into place, so `out` is never half written and concurrent callers (every rank under torchrun)
+    are safe: the first rename wins and the others use its identical result."""
+    if out.is_dir():
+        return out
+    tmp = out.with_name(f"{out.name}-{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        build(tmp, procs=1, shown=out)
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if not out.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 @entry_point(interrupted="interrupted: delete the partial shards in --out before rerunning (it refuses a folder that holds some)")

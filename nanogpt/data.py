@@ -3,9 +3,17 @@
 A shard is a header of 256 int32 (magic 20240520, version 1, token count, zeros) followed by the
 tokens as uint16. Byte-level and GPT-2 tokenized data share this format and this reader.
 
-Batches are windows at random offsets drawn from a generator seeded by the run's seed, so the
-seed fixes the data order, and the global batch of a step is the same whatever the number of
-processes: each rank takes its slice, and accumulation micro-steps take sub-slices of that.
+A track declares how its training batches are drawn (`Track.sampler`):
+
+- "random" (`BatchSampler`): windows at random offsets, with replacement, drawn from a generator
+  seeded by the run's seed, so the seed fixes the data order (tiny-cpu).
+- "sequential" (`SequentialSampler`): the order in which the modded-nanogpt records of 10/2024 -
+  11/2024 read their shards (their `DistributedDataLoader` and training loop), quirks included;
+  the seed plays no part in it (the GPT-2 tracks). README "Data order" says what the record
+  loader does and where this sampler agrees with it.
+
+Either way the global batch of a step is the same whatever the number of processes: each rank
+takes its slice by position, and accumulation micro-steps take sub-slices of that.
 """
 
 from __future__ import annotations
@@ -68,18 +76,22 @@ def open_shard(path: str | Path) -> np.ndarray:
     return np.memmap(path, dtype=np.uint16, mode="r", offset=HEADER_BYTES, shape=(count,))
 
 
-def find_shards(pattern: str) -> list[str]:
+PREPARE = "prepare the track's data first (README 'Data')"
+
+
+def find_shards(pattern: str, prepare: str = PREPARE) -> list[str]:
+    """The shard files matching `pattern`, sorted; `prepare` says how to make them when there are none."""
     files = sorted(glob.glob(pattern))
     if not files:
-        raise UserError(f"no shards match {pattern}; prepare the track's data first (see README, 'Data')")
+        raise UserError(f"no shards match {pattern}; {prepare}")
     return files
 
 
 class TokenStream:
     """All shards of one split, read through memory maps."""
 
-    def __init__(self, pattern: str):
-        self.files = find_shards(pattern)
+    def __init__(self, pattern: str, prepare: str = PREPARE):
+        self.files = find_shards(pattern, prepare)
         self.shards = [open_shard(f) for f in self.files]
         self.sizes = np.array([len(s) for s in self.shards], dtype=np.int64)
 
@@ -120,6 +132,95 @@ class BatchSampler:
             start = self.rng.integers(0, self.stream.sizes[s] - self.seq_len - 1 + 1)
             out[i] = self.stream.shards[s][start : start + self.seq_len + 1]
         return out
+
+
+class SequentialSampler:
+    """The records' data order, reproduced exactly (README "Data order").
+
+    It emulates the record's `DistributedDataLoader` on `ranks` processes, each reading
+    B = batch_size / (ranks * accum) sequences of seq_len (T) per call, `accum` calls per step:
+
+    - rank r starts at token r*B*T of the first shard (files in sorted order); a call reads the
+      B*T + 1 tokens at its position (B rows of T inputs, targets shifted by one) and moves the
+      position on by ranks*B*T;
+    - after a call the rank moves to the next shard, at token r*B*T, when its position +
+      ranks*B*T + 1 exceeds the shard: a shard's tail is dropped, and ranks r > 0 may switch a
+      call before rank 0 (from then on the ranks of one step read different shards); after the
+      last shard it wraps to the first;
+    - the training loop fetches the first batch twice: the calls used are b1, b1, b2, b3, ...,
+      `accum` per step, so step 0's first micro-step is repeated (the whole step when accum = 1);
+    - the global batch of a step is, in this order, rank 0's calls (micro-steps in order), then
+      rank 1's, ...: with as many processes as `ranks`, process r trains on exactly what record
+      rank r read; any other number of processes takes the same global batch by position.
+
+    The order does not depend on the seed. A step's batch is computed from the step number alone
+    (`global_batch(step)`), so a run can resume at any step (`seek`). Every shard must hold at
+    least ranks*B*T + 1 tokens, as the record loader asserts.
+    """
+
+    def __init__(self, stream: TokenStream, seq_len: int, batch_size: int, ranks: int = 1, accum: int = 1):
+        if ranks < 1 or accum < 1 or batch_size % (ranks * accum):
+            raise UserError(f"the sequential order's {ranks} loader ranks x {accum} calls cannot split a global batch of "
+                            f"{batch_size} sequences evenly")
+        self.stream, self.seq_len, self.batch_size = stream, seq_len, batch_size
+        self.ranks, self.accum, self.rows = ranks, accum, batch_size // (ranks * accum)
+        call_tokens = self.rows * seq_len  # B*T
+        self.span = ranks * call_tokens  # tokens one call of all ranks moves on by
+        for f, size in zip(stream.files, stream.sizes):
+            if size < self.span + 1:
+                raise UserError(f"shard {f} holds {int(size):,} tokens; the sequential data order needs at least "
+                                f"{self.span + 1:,} per shard ({ranks} loader ranks x {self.rows} x {seq_len} + 1, "
+                                "as the record loader asserts)")
+        # calls[r, s]: how many calls rank r makes in shard s before it moves on (at least the first)
+        offsets = np.arange(ranks, dtype=np.int64)[:, None] * call_tokens
+        self.calls = np.maximum(1, (stream.sizes[None, :] - 1 - offsets) // self.span)
+        self.ends = np.cumsum(self.calls, axis=1)  # rank r's call index at which shard s ends
+        self.step = 0
+
+    def reset(self) -> None:
+        self.step = 0
+
+    def seek(self, step: int) -> None:
+        """Continue from `step`: the next batch is that step's."""
+        self.step = step
+
+    def position(self, rank: int, call: int) -> tuple[int, int]:
+        """(shard index, token position) of record rank `rank`'s call number `call` (0-based) of a fresh loader."""
+        call %= int(self.ends[rank, -1])  # wrap-around after the last shard
+        shard = int(np.searchsorted(self.ends[rank], call, side="right"))
+        first = int(self.ends[rank, shard - 1]) if shard else 0
+        return shard, rank * self.rows * self.seq_len + (call - first) * self.span
+
+    def global_batch(self, step: int) -> np.ndarray:
+        """(batch_size, seq_len + 1) int64 windows of `step`, ordered by record rank, then micro-step, then row."""
+        T, out = self.seq_len, np.empty((self.batch_size, self.seq_len + 1), dtype=np.int64)
+        rows = np.arange(self.rows)[:, None] * T + np.arange(T + 1)[None, :]
+        i = 0
+        for rank in range(self.ranks):
+            for micro in range(self.accum):
+                call = max(0, step * self.accum + micro - 1)  # the first batch is used twice
+                shard, pos = self.position(rank, call)
+                out[i : i + self.rows] = np.asarray(self.stream.shards[shard][pos : pos + self.rows * T + 1])[rows]
+                i += self.rows
+        return out
+
+    def next_global_batch(self) -> np.ndarray:
+        batch = self.global_batch(self.step)
+        self.step += 1
+        return batch
+
+
+SAMPLERS = ("random", "sequential")
+
+
+def train_sampler(kind: str, stream: TokenStream, seq_len: int, batch_size: int, seed: int,
+                  ranks: int = 1) -> BatchSampler | SequentialSampler:
+    """The training batches a track declares (`Track.sampler`, `Track.sampler_ranks`)."""
+    if kind == "random":
+        return BatchSampler(stream, seq_len, batch_size, seed)
+    if kind == "sequential":
+        return SequentialSampler(stream, seq_len, batch_size, ranks)
+    raise UserError(f"unknown sampler {kind!r}; valid samplers: {', '.join(SAMPLERS)}")
 
 
 def split_batch(batch_size: int, world_size: int, max_micro: int) -> tuple[int, int]:

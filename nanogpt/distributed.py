@@ -1,8 +1,10 @@
-"""torch.distributed plumbing for torchrun: NCCL on GPU, Gloo on CPU, a no-op in one process."""
+"""torch.distributed plumbing for torchrun: NCCL on GPU, Gloo on CPU, DistributedDataParallel for the
+gradients; a no-op in one process."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import platform
 from dataclasses import dataclass
@@ -49,19 +51,21 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def average_gradients(params) -> None:
-    """Average gradients over ranks (one flat all-reduce: few messages, exact)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.AVG if flat.is_cuda else dist.ReduceOp.SUM)
-    if not flat.is_cuda:
-        flat /= dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+def data_parallel(module: torch.nn.Module, ctx: Dist) -> torch.nn.Module:
+    """`module` in DistributedDataParallel when several processes train: gradients are averaged
+    over ranks in buckets, each bucket's all-reduce starting during the backward pass as soon as
+    its gradients are ready (overlapping communication with computation). One process: `module`
+    itself. The records wrap the compiled model (DDP(torch.compile(model))), and so does run.py.
+    Buffers are not broadcast before every forward: the model's (rotary frequencies) are the same on
+    every rank."""
+    if ctx.world_size == 1 or not dist.is_initialized():
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    # newer torch (2.13) deprecates broadcast_buffers in favour of forward_sync_buffers.
+    no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                      else {"broadcast_buffers": False})
+    return DistributedDataParallel(module, device_ids=[ctx.local_rank] if ctx.device.startswith("cuda") else None, **no_buffer_sync)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from pathlib import Path
 from nanogpt.optim import OptimizerSpec, apply_overrides, default_hparams, load_optimizer
 from nanogpt.recording import SCHEMA_VERSION, group_key, hparams_text
 from nanogpt.runlog import combined_sha256, harness_files, manifest, optimizer_section, read_sources
-from nanogpt.tracks import ROOT, Track, debug_variant, get_track, local_data_variant
+from nanogpt.tracks import ROOT, Track, debug_variant, get_track, local_data_variant, offline_data_dir
 
 
 def track_config(track: Track) -> dict:
@@ -75,14 +75,17 @@ def resolve(track_name: str, optimizer: str, sets: list[str], steps: int | None 
             world_size: int = 1, debug_model: bool = False, data_dir: str | None = None) -> RunSpec:
     """Resolve the choices exactly as run.py does: track defaults < optimizer defaults < tuned
     values for the track < --set < --steps. --debug-model and --data-dir make an unofficial variant
-    with its own track name ('<track>~debug', '<track>~local') that keeps the real track's tuned values."""
+    with its own track name ('<track>~debug', '<track>~local') that keeps the real track's tuned values.
+    A debug run of a GPT-2 track on a machine without its FineWeb shards reads the local GPT-2 shards
+    (tracks.offline_data_dir; run.py builds them first when they are missing)."""
     base = track = get_track(track_name)
     if debug_model:
         import torch  # only a debug run asks which device it may use
 
         track = debug_variant(track, "cuda" if torch.cuda.is_available() else "cpu")
-    if data_dir:
-        track = local_data_variant(track, data_dir)
+    folder = data_dir or (offline_data_dir(base) if debug_model else None)
+    if folder:
+        track = local_data_variant(track, folder)
     if no_compile:
         track = track.with_overrides(compile=False)
     opt = load_optimizer(optimizer)

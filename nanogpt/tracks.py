@@ -8,6 +8,7 @@ timed on. Tracks are data; add one by adding an entry to TRACKS.
 from __future__ import annotations
 
 import dataclasses
+import glob
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,12 @@ class Track:
     warmup_steps: int = 3  # untimed steps (compilation, allocator) before a full state reset
     diverge_loss: float = 0.0  # train loss above this stops the run as diverged (0: 1.5 * ln(vocab))
     train_shards: int = 0  # exact number of training shards the track samples from (0: whatever matches)
+    # How training batches are drawn (nanogpt/data.py, README "Data order"): "random" (seeded random
+    # windows, with replacement) or "sequential" (the shards read once in order, exactly as the
+    # modded-nanogpt records' loader read them on `sampler_ranks` GPUs, batch_size / sampler_ranks
+    # sequences per GPU per step).
+    sampler: str = "random"
+    sampler_ranks: int = 1
 
     @property
     def tokens_per_step(self) -> int:
@@ -127,9 +134,11 @@ TRACKS: dict[str, Track] = {
 # Sources: KellerJordan/modded-nanogpt (README record table, records/ logs, data/cached_fineweb10B.py).
 # Data: the kjj0/fineweb10B-gpt2 shards (data/fineweb.py); about 100M tokens per shard.
 FINEWEB_DIR = "data/fineweb10B"
-# Every GPT-2 track samples from train shards 000001-000039 (~3.9B tokens; there is no train shard
-# 000000): enough for the longest default schedule (gpt2-medium, 7500 x 524,288 = 3.9B tokens)
-# without downloading all 103 shards. The glob matches exactly those 39 files.
+# Every GPT-2 track reads train shards 000001-000039 (~3.9B tokens; there is no train shard
+# 000000) without downloading all 103 shards. The glob matches exactly those 39 files. In the
+# records' order (sampler "sequential") they last about 7,410 steps of 524,288 tokens (190 per
+# shard, the tails dropped), then the order wraps to shard 1: the last ~90 steps of gpt2-medium's
+# default 7,500 repeat data.
 FINEWEB_TRAIN_SHARDS = 39
 FINEWEB_TRAIN = f"{FINEWEB_DIR}/fineweb_train_0000[0-3][0-9].bin"
 FINEWEB_VAL = f"{FINEWEB_DIR}/fineweb_val_000000.bin"
@@ -138,9 +147,13 @@ SPEEDRUN_BATCH = 8 * 64  # sequences per step: 8 GPUs x 64 (every record since 1
 SPEEDRUN_SEQ_LEN = 1024  # modded-nanogpt records up to 11/2024
 SPEEDRUN_VAL_TOKENS = 10_485_760  # "val_tokens = 10485760 ... keep this fixed" (all records)
 SPEEDRUN_EVAL_EVERY = 125  # "val_loss_every = 125" (all records)
+# The records read the train shards once, in order, 8 GPUs x 64 sequences per step (their
+# DistributedDataLoader, 10/10/24-11/06/24): the GPT-2 tracks reproduce that order exactly.
+RECORD_RANKS = 8
 GPU_RUN = dict(device="cuda", dtype="bfloat16", compile=True, warmup_steps=5, tokenizer="gpt2",
                train_files=FINEWEB_TRAIN, val_files=FINEWEB_VAL, train_shards=FINEWEB_TRAIN_SHARDS,
-               seq_len=SPEEDRUN_SEQ_LEN, val_tokens=SPEEDRUN_VAL_TOKENS, eval_every=SPEEDRUN_EVAL_EVERY)
+               seq_len=SPEEDRUN_SEQ_LEN, val_tokens=SPEEDRUN_VAL_TOKENS, eval_every=SPEEDRUN_EVAL_EVERY,
+               sampler="sequential", sampler_ranks=RECORD_RANKS)
 
 # The records' architectures as ModelConfig fields. Sources are KellerJordan/modded-nanogpt at
 # f411b3d3 as read for the golden fixtures (tests/fixtures/records/README.md §6-§8; L = line of the
@@ -259,7 +272,7 @@ TRACKS.update({
         max_steps=7000,
         target=3.90,
         schedule={"warmup_frac": 0.0, "cooldown_frac": 0.3, "final_lr_mult": 0.0},
-        **GPU_RUN,
+        **{**GPU_RUN, "sampler_ranks": 1},  # the record loader's order on the one GPU of the hardware class
     ),
 })
 
@@ -267,6 +280,8 @@ TRACKS.update({
 DEBUG_SUFFIX = "~debug"  # a tiny model: rows land in '<track>~debug', hardware 'debug'
 LOCAL_SUFFIX = "~local"  # the track's model on other shards: rows land in '<track>~local'
 LOCAL_VAL_TOKENS = 2**18  # validation tokens of a ~local run (data/make_local_gpt2_shards.py writes 2**19)
+LOCAL_GPT2_DIR = ROOT / "data" / "local_gpt2"  # GPT-2-token shards of the embedded corpora (git-ignored)
+LOCAL_GPT2_COMMAND = "python data/make_local_gpt2_shards.py"
 
 
 def debug_variant(track: Track, device: str) -> Track:
@@ -284,15 +299,43 @@ def debug_variant(track: Track, device: str) -> Track:
 
 def local_data_variant(track: Track, data_dir: str | Path) -> Track:
     """The track's shard names read from `data_dir` (e.g. data/make_local_gpt2_shards.py's output on
-    a GPU machine without internet); validation shrinks to what such a folder holds."""
+    a GPU machine without internet); validation shrinks to what such a folder holds. With the
+    track's own model ('~local') batches are random windows: the sequential order needs shards of
+    at least one step (524,289 tokens on gpt2-small) and local shards hold 2**19; a debug model
+    ('~debug') keeps the track's sampler."""
     folder = Path(data_dir).resolve()
     if not folder.is_dir():
-        raise UserError(f"--data-dir {data_dir} is not a folder")
+        hint = f"; build it with `{LOCAL_GPT2_COMMAND}`" if folder == LOCAL_GPT2_DIR else ""
+        raise UserError(f"--data-dir {data_dir} is not a folder{hint}")
+    debug = track.name.endswith(DEBUG_SUFFIX)
     return track.with_overrides(
-        name=track.name if track.name.endswith(DEBUG_SUFFIX) else track.name + LOCAL_SUFFIX,
+        name=track.name if debug else track.name + LOCAL_SUFFIX,
         train_files=str(folder / Path(track.train_files).name), val_files=str(folder / Path(track.val_files).name),
-        val_tokens=min(track.val_tokens, LOCAL_VAL_TOKENS), train_shards=0,
+        val_tokens=min(track.val_tokens, LOCAL_VAL_TOKENS), train_shards=0, sampler=track.sampler if debug else "random",
     )
+
+
+def offline_data_dir(track: Track) -> Path | None:
+    """The folder a debug run of a GPT-2 track reads when the track's own shards are absent (no
+    FineWeb on this machine): the local GPT-2 shards (LOCAL_GPT2_DIR). None when the shards exist."""
+    if track.tokenizer != "gpt2" or glob.glob(track.resolve(track.train_files)):
+        return None
+    return LOCAL_GPT2_DIR
+
+
+def prepare_hint(track: Track) -> str:
+    """The command that makes a track's training shards, for 'no shards match' errors."""
+    files = Path(track.resolve(track.train_files))
+    if files.parent == LOCAL_GPT2_DIR:
+        return f"build them with `{LOCAL_GPT2_COMMAND}` (offline, a few seconds)"
+    if files.parent == ROOT / FINEWEB_DIR:
+        shards = f" --train-shards {track.train_shards}" if track.train_shards else ""
+        return (f"download them with `python data/fineweb.py{shards}` (README 'The GPT-2 speedrun on GPUs'); without "
+                f"internet, `python run.py --track {track.name.split('~')[0]} --debug-model` runs a smoke test on local "
+                f"GPT-2 shards (`{LOCAL_GPT2_COMMAND}`)")
+    if files.parent == ROOT / "data" / "brown" / "shards":
+        return "regenerate them with `python data/prepare_brown.py`"
+    return "prepare the track's data first (README 'Data')"
 
 
 def get_track(name: str) -> Track:

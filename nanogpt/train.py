@@ -33,7 +33,12 @@ MicroBatches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 @dataclass
 class Workload:
     """What every step of a run shares: the model (eager, and compiled when the track compiles),
-    the process group and how this rank splits the global batch, and the autocast dtype."""
+    the process group and how this rank splits the global batch, and the autocast dtype.
+
+    Training runs `train_model`: the compiled model, inside DistributedDataParallel when several
+    processes train (distributed.data_parallel), so gradients are averaged during the backward
+    pass. Evaluation runs `fast_model` (no gradients to synchronize); the optimizers, checkpoints
+    and the warmup reset use `model`, whose parameters all three share."""
 
     model: torch.nn.Module
     fast_model: torch.nn.Module
@@ -41,10 +46,10 @@ class Workload:
     micro: int  # sequences per forward/backward on this rank
     accum: int  # micro-batches per step on this rank
     dtype: str = "float32"  # autocast dtype on GPU ("float32": none)
-    params: list[torch.nn.Parameter] = field(init=False)
+    train_model: torch.nn.Module = field(init=False)
 
     def __post_init__(self):
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.train_model = distributed.data_parallel(self.fast_model, self.ctx)
 
     @classmethod
     def local(cls, model: torch.nn.Module, fast_model: torch.nn.Module | None = None, device: str = "cpu",
@@ -61,6 +66,28 @@ class Workload:
         """This rank's micro-batches of one global batch (identical on every rank)."""
         return micro_batches(global_batch, self.ctx.rank, self.ctx.world_size, self.micro, self.ctx.device)
 
+    def no_sync(self) -> contextlib.AbstractContextManager:
+        """Accumulate gradients locally (every micro-batch of a step but the last)."""
+        return self.train_model.no_sync() if hasattr(self.train_model, "no_sync") else contextlib.nullcontext()
+
+    def uncompiled(self) -> contextlib.AbstractContextManager:
+        """Run `train_model` eagerly: the same modules (and the same gradient synchronization),
+        with torch.compile switched off, so forward hooks on the model's submodules fire."""
+        return torch.compiler.set_stance("force_eager") if self.fast_model is not self.model else contextlib.nullcontext()
+
+
+def with_last(items: Iterable) -> Iterator[tuple[object, bool]]:
+    """(item, whether it is the last one) for each item."""
+    it = iter(items)
+    try:
+        current = next(it)
+    except StopIteration:
+        return
+    for following in it:
+        yield current, False
+        current = following
+    yield current, True
+
 
 def step_optimizers(opts: Optimizers) -> None:
     for o in opts:
@@ -74,17 +101,18 @@ def wants_eager(opts: Optimizers, step: int) -> bool:
 
 def train_step(w: Workload, opts: Optimizers, step: int, batches: MicroBatches, lr_mult: float,
                opt_timer: RegionTimer | None = None, optimizer_step: Callable[[Optimizers], None] = step_optimizers) -> float:
-    """Forward and backward over this rank's micro-batches, average gradients over ranks, set the
-    learning rate, step the optimizers; returns the step's mean train loss over all ranks.
+    """Forward and backward over this rank's micro-batches (gradients averaged over ranks during the
+    last one's backward), set the learning rate, step the optimizers; returns the step's mean train
+    loss over all ranks. A step an optimizer asks to see eagerly (before_forward) runs uncompiled.
     `optimizer_step` lets a diagnostic observe the optimizers' step; it is not timed differently."""
-    forward = w.model if wants_eager(opts, step) else w.fast_model
     loss_sum = torch.zeros((), device=w.ctx.device)
-    for x, y in batches:
-        with w.autocast():
-            loss = forward(x, y) / w.accum
-        loss.backward()
-        loss_sum += loss.detach()
-    distributed.average_gradients(w.params)
+    with w.uncompiled() if wants_eager(opts, step) else contextlib.nullcontext():
+        for (x, y), last in with_last(batches):
+            with contextlib.nullcontext() if last else w.no_sync():
+                with w.autocast():
+                    loss = w.train_model(x, y) / w.accum
+                loss.backward()
+            loss_sum += loss.detach()
     set_lr(opts, lr_mult)
     with opt_timer if opt_timer is not None else contextlib.nullcontext():
         optimizer_step(opts)

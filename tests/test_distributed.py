@@ -1,6 +1,10 @@
-"""The distributed path on CPU: 2 Gloo processes under torchrun take the same optimizer steps as
+"""The distributed path on CPU: 2 Gloo processes under torchrun (gradients averaged by
+DistributedDataParallel, no_sync on the accumulation micro-steps) take the same optimizer steps as
 1 process that accumulates the same global batch, so their loss trajectories agree (up to float32
-summation order) for AdamW and for Muon, whose orthogonalization is sharded across the ranks."""
+summation order): for SGD, which is not scale-invariant (gradients summed instead of averaged over
+the ranks would show), for AdamW, for Muon, whose orthogonalization is sharded across the ranks,
+and for Newton-Muon refreshing every other step (eager steps with forward hooks on the raw model,
+input statistics all-reduced)."""
 
 from __future__ import annotations
 
@@ -47,12 +51,14 @@ def test_split_batch_refuses_an_uneven_split():
         split_batch(16, 3, 16)
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-def test_two_gloo_processes_match_one_process_with_accumulation(optimizer, tmp_path, root):
+@pytest.mark.parametrize("optimizer, sets", [
+    ("sgd", []), ("adamw", []), ("muon", []), ("newton_muon", ["--set", "refresh_every=2"]),
+])
+def test_two_gloo_processes_match_one_process_with_accumulation(optimizer, sets, tmp_path, root):
     one, two = tmp_path / "one", tmp_path / "two"
-    assert run.main([*ARGS, "--optimizer", optimizer, "--records-dir", str(one)]) == 0
+    assert run.main([*ARGS, "--optimizer", optimizer, *sets, "--records-dir", str(one)]) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py",
-           *ARGS, "--optimizer", optimizer, "--records-dir", str(two)]
+           *ARGS, "--optimizer", optimizer, *sets, "--records-dir", str(two)]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
 

@@ -15,6 +15,8 @@ import run
 from analysis.records import read_table
 from data.tokenize_corpus import tokenize_documents
 from nanogpt import tracks
+from nanogpt.data import TokenStream
+from nanogpt.errors import UserError
 
 
 def test_gpt2_tracks_carry_the_speedrun_numbers():
@@ -62,6 +64,41 @@ def test_tiny_gpt2_run_on_local_shards(track, tmp_path, local_shards):
     first = float(log.split("step:0/6 val_loss:")[1].split()[0])
     assert abs(first - __import__("math").log(tracks.get_track(track).model.vocab_size)) < 0.5  # GPT-2 vocabulary, uniform start
     assert row.final_val_loss < first
+
+
+def test_local_data_keeps_the_sequential_order_only_for_a_debug_model(tmp_path):
+    small = tracks.get_track("gpt2-small")
+    assert tracks.local_data_variant(small, tmp_path).sampler == "random"  # local shards are shorter than one real step
+    debug = tracks.local_data_variant(tracks.debug_variant(small, "cpu"), tmp_path)
+    assert debug.sampler == "sequential" and debug.sampler_ranks == 8 and debug.name == "gpt2-small~debug"
+
+
+def test_missing_shards_name_the_command_that_makes_them(tmp_path):
+    small = tracks.get_track("gpt2-small")
+    hint = tracks.prepare_hint(small)
+    assert "`python data/fineweb.py --train-shards 39`" in hint and "--debug-model" in hint and "make_local_gpt2_shards" in hint
+    local = small.with_overrides(train_files=str(tracks.LOCAL_GPT2_DIR / "fineweb_train_*.bin"))
+    assert tracks.prepare_hint(local).startswith("build them with `python data/make_local_gpt2_shards.py`")
+    assert "prepare_brown.py" in tracks.prepare_hint(tracks.get_track("tiny-cpu"))
+    with pytest.raises(UserError, match=r"no shards match .*; download them with `python data/fineweb\.py"):
+        TokenStream(str(tmp_path / "fineweb_train_*.bin"), hint)
+
+
+@pytest.mark.skipif(bool(__import__("glob").glob(tracks.get_track("gpt2-small").resolve(tracks.FINEWEB_TRAIN))),
+                    reason="FineWeb is present: a debug run reads it")
+def test_debug_run_without_fineweb_builds_and_reads_local_shards(tmp_path, monkeypatch, capsys):
+    """`run.py --track gpt2-small --debug-model` out of the box on a machine without FineWeb."""
+    folder = tmp_path / "local_gpt2"
+    monkeypatch.setattr(tracks, "LOCAL_GPT2_DIR", folder)
+    argv = ["--track", "gpt2-small", "--debug-model", "--no-compile", "--steps", "3", "--quiet", "--records-dir", str(tmp_path / "rec")]
+    assert run.main(argv) == 0
+    assert "building them once" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir())[:2] == ["fineweb_train_000001.bin", "fineweb_train_000002.bin"]
+    assert not list(tmp_path.glob("*.tmp"))
+    row = read_table(tmp_path / "rec").iloc[0]
+    assert row.track == "gpt2-small~debug" and row.status == "ok"
+    config = (tmp_path / "rec" / row.log).read_text()
+    assert f'"train_files": "{folder}/fineweb_train_0000[0-3][0-9].bin"' in config and '"sampler": "sequential"' in config
 
 
 def test_gpu_benchmark_runs_on_cpu(tmp_path, root, local_shards):

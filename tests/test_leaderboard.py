@@ -183,3 +183,16 @@ def test_board_after_a_personal_run_shows_the_official_entries_and_that_run_mark
     # a run recorded into the official folder itself is already on the board: nothing is added
     official = to_markdown(leaderboard(load_records(board), "tiny-cpu"), "tiny-cpu", 1.6)
     assert board_after_run(board, "tiny-cpu", 1.6, row, board) == official
+
+
+def test_times_normalised_to_the_reference_machine_are_labelled_and_scale_with_the_machine_figure(board):
+    from analysis.leaderboard import REFERENCE_MACHINES
+
+    table = leaderboard(load_records(board), "tiny-cpu")
+    reached = table[table["n_reached"] == table["n"]]
+    # the synthetic runs measured calib_ms 50: a machine 203.7 / 50 times faster than the reference
+    ratio = REFERENCE_MACHINES["tiny-cpu"]["calib_ms"] / 50.0
+    assert np.allclose(reached["time_norm_mean"], reached["time_mean"] * ratio)
+    text = to_markdown(table, "tiny-cpu", 1.6)
+    assert "normalised time (s)" in text and REFERENCE_MACHINES["tiny-cpu"]["machine"] in text
+    assert "time to target (s)" in text  # the raw time stays the record's column
