@@ -95,12 +95,12 @@ def print_board(track_name: str, target: float, records_dir: str, row: dict) -> 
 @entry_point()
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    interrupt_on_sigterm()
     try:
         if args.list:
             list_everything(args.track)
             return 0
-        code = train(args)
+        with interrupt_on_sigterm():
+            code = train(args)
         distributed.barrier()
         return code
     finally:

@@ -163,7 +163,7 @@ def _mean(values) -> float | None:
 def make_entry(rows: list[dict], record: dict | None, alpha: float = stats.ALPHA, confidence: float = stats.CONFIDENCE,
                now: datetime.datetime | None = None, accept_contended: bool = False) -> dict:
     """A submission entry for submissions.jsonl (rows already checked with `check_group`)."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     first = rows[0]
     gid = group_id(first)
     facts = sorted((run_facts(r) for r in rows), key=lambda f: f["seed"])

@@ -158,7 +158,7 @@ def budget(trials: list[dict], launched: int, cpu_s: float, wall_s: float) -> di
 def _entry(kind: str, sid: str, base: RunSpec, search: dict, seeds: list[int], trials: list[dict], winner: dict | None,
            spent: dict) -> dict:
     return {"schema_version": ENTRY_VERSION, "kind": kind, "sweep_id": sid,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "track": base.track.name, "hardware": base.track.hardware, "optimizer": base.optimizer.name, "cli": list(base.cli),
             "search": search, "seeds": seeds, "trials": trials, "winner": winner, "budget": spent}
 

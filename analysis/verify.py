@@ -24,6 +24,7 @@ from nanogpt.errors import UserError
 from nanogpt.recording import COLUMNS, LOG_VERSIONS, cell, group_id
 from nanogpt.runlog import (
     ParsedLog,
+    code_sha256,
     combined_sha256,
     derive_status,
     harness_files,
@@ -66,7 +67,14 @@ def code_problems(parsed: ParsedLog) -> list[str]:
     optimizer = [t for t in sources if t.startswith("optimizer ")]
     if len(optimizer) != 1:
         problems.append("the log must embed exactly one optimizer module")
-    elif sources[optimizer[0]]["sha256"] != cfg.get("code_sha256"):
+    elif "code_files" in cfg:  # since format 3: the module, the project modules it imports, third-party packages
+        missing = [f for f in cfg["code_files"] if f not in sources]
+        if missing or cfg["code_files"][:1] != optimizer:
+            problems.append(f"code file list does not start with {optimizer[0]} or names files that are not embedded "
+                            f"({', '.join(missing[:3])})")
+        elif code_sha256(cfg["code_files"], sources, cfg.get("packages", {})) != cfg.get("code_sha256"):
+            problems.append(f"code_sha256 does not match the embedded {', '.join(cfg['code_files'])} and packages")
+    elif sources[optimizer[0]]["sha256"] != cfg.get("code_sha256"):  # older logs hash the module alone
         problems.append(f"code_sha256 does not match the embedded {optimizer[0]}")
     return problems
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 
 class UserError(Exception):
@@ -17,13 +19,23 @@ class Terminated(KeyboardInterrupt):
     interruption like Ctrl-C, so the run is recorded as interrupted and the table stays intact."""
 
 
-def interrupt_on_sigterm() -> None:
-    """Turn SIGTERM into `Terminated` in the main thread."""
+@contextlib.contextmanager
+def interrupt_on_sigterm() -> Iterator[None]:
+    """While the block runs, SIGTERM raises `Terminated` in the main thread; the previous handler
+    comes back afterwards (processes forked later, e.g. a multiprocessing pool that is terminated
+    with SIGTERM, must keep the default)."""
 
     def handler(signum, frame):
         raise Terminated(f"signal {signal.Signals(signum).name}")
 
-    signal.signal(signal.SIGTERM, handler)
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def interrupted_exit_code(exc: BaseException) -> int:

@@ -3,23 +3,26 @@
 An optimizer module (a name in optimizers/ or a path to a .py file) defines
 
     DEFAULTS: dict            every hyperparameter with its default (its type is the --set type)
-    TRACK_DEFAULTS: dict      optional, {track name: {key: tuned value}}
     build(params, hp, model) -> list[torch.optim.Optimizer]
         params: {role: [Parameter, ...]} for the roles matrix / embed / head / scalar
-        hp: the resolved hyperparameters (DEFAULTS < TRACK_DEFAULTS[track] < --set)
+        hp: the resolved hyperparameters (track schedule < DEFAULTS < tuned values < --set)
         model: the (uncompiled) GPT, for optimizers that need its structure (Newton-Muon)
 
 and optionally, on the optimizer objects it returns, `before_forward(step) -> bool`: called
 before each step's forward passes; returning True asks the harness to run that step eagerly
 (uncompiled) so forward hooks fire. The harness applies the learning-rate schedule by scaling
 every group's `initial_lr`, and checks that each trainable parameter is handled exactly once.
+
+Tuned values per track are data (optimizers/tuned.toml, for the shipped optimizers): changing one
+changes the resolved hyperparameters of a configuration, not the hash of the update rule.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import importlib
 import importlib.util
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -32,6 +35,11 @@ from nanogpt.model import ROLES
 from nanogpt.schedule import SCHEDULE_KEYS
 from nanogpt.tracks import Track
 
+TUNED_FILE = Path(optimizers.__file__).parent / "tuned.toml"
+# Hyperparameters that cannot be negative (by name), and those that are fractions in [0, 1].
+NON_NEGATIVE = ("lr", "weight_decay", "eps")  # the key, or a key ending in _<one of these>
+FRACTIONS = ("momentum", "momentum_start", "beta1", "beta2")  # likewise; also any key starting with "beta"
+
 
 @dataclass
 class OptimizerSpec:
@@ -39,15 +47,12 @@ class OptimizerSpec:
     module: ModuleType
     source: str
     path: Path
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.source.encode()).hexdigest()
+    shipped: bool  # one of optimizers/ (its tuned values apply), not a module given by path
 
 
 def load_optimizer(spec: str) -> OptimizerSpec:
     """Load a shipped optimizer by name, or any module by path to a .py file."""
-    if spec.endswith(".py") or "/" in spec:
+    if by_path(spec):
         path = Path(spec).resolve()
         if not path.is_file():
             raise UserError(f"optimizer file {spec} does not exist")
@@ -65,7 +70,12 @@ def load_optimizer(spec: str) -> OptimizerSpec:
         module = importlib.import_module(f"optimizers.{spec}")
         path = Path(module.__file__)
     check_module(module, spec)
-    return OptimizerSpec(name=name, module=module, source=path.read_text(), path=path)
+    return OptimizerSpec(name=name, module=module, source=path.read_text(), path=path, shipped=not by_path(spec))
+
+
+def by_path(spec: str) -> bool:
+    """An optimizer named by a path to a .py file rather than by a shipped module's name."""
+    return spec.endswith(".py") or "/" in spec
 
 
 def check_module(module: ModuleType, spec: str) -> None:
@@ -78,13 +88,30 @@ def check_module(module: ModuleType, spec: str) -> None:
             raise UserError(f"optimizer {spec} breaks the contract: default {key}={value!r} is not a bool, int, float or str")
 
 
+@functools.cache
+def tuned_table() -> dict:
+    try:
+        with open(TUNED_FILE, "rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise UserError(f"{TUNED_FILE}: cannot read the tuned hyperparameters ({e})") from None
+
+
+def tuned_values(opt: OptimizerSpec, track: Track) -> dict:
+    """The shipped optimizer's tuned values for the track (optimizers/tuned.toml), checked against its defaults."""
+    tuned = tuned_table().get(opt.name, {}).get(track.name, {}) if opt.shipped else {}
+    known = {"steps": track.steps, **track.schedule, **opt.module.DEFAULTS}
+    for key, value in tuned.items():
+        if key not in known or type(value) is not type(known[key]):
+            raise UserError(f"{TUNED_FILE}: [{opt.name}.{track.name}] {key} = {value!r} is not a hyperparameter of "
+                            f"{opt.name} of the same type (default {known.get(key)!r})")
+    return tuned
+
+
 def default_hparams(opt: OptimizerSpec, track: Track) -> dict:
     """Schedule length and shape from the track, then the module's defaults, then its tuned values
     for this track. The schedule is part of the submission: a slower optimizer may run longer."""
-    hp = {"steps": track.steps, **track.schedule}
-    hp.update(opt.module.DEFAULTS)
-    hp.update(getattr(opt.module, "TRACK_DEFAULTS", {}).get(track.name, {}))
-    return hp
+    return {"steps": track.steps, **track.schedule, **opt.module.DEFAULTS, **tuned_values(opt, track)}
 
 
 def parse_value(key: str, text: str, default):
@@ -107,8 +134,10 @@ def parse_value(key: str, text: str, default):
 
 
 def apply_overrides(hp: dict, items: list[str], max_steps: int | None = None) -> dict:
-    """Apply `--set KEY=VALUE` items, type-checked against the defaults."""
+    """Apply `--set KEY=VALUE` items, type-checked against the defaults; a key given twice, or a
+    value out of its range, is refused (the last value silently winning would hide a typo)."""
     hp = dict(hp)
+    given: dict[str, str] = {}
     for item in items:
         if "=" not in item:
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=0.03")
@@ -117,7 +146,28 @@ def apply_overrides(hp: dict, items: list[str], max_steps: int | None = None) ->
         if key not in hp:
             valid = ", ".join(f"{k}:{type(v).__name__}" for k, v in sorted(hp.items()))
             raise UserError(f"--set {key}: unknown hyperparameter; valid keys: {valid}")
+        if key in given:
+            raise UserError(f"{key} is given twice ({given[key]} and {text.strip()}); give each hyperparameter once")
+        given[key] = text.strip()
         hp[key] = parse_value(key, text.strip(), hp[key])
+    check_ranges(hp, max_steps)
+    return hp
+
+
+def _named(key: str, names: tuple[str, ...]) -> bool:
+    return any(key == n or key.endswith(f"_{n}") for n in names)
+
+
+def check_ranges(hp: dict, max_steps: int | None) -> None:
+    """The ranges every optimizer shares: learning rates, decays and epsilons not negative, momenta
+    and betas in [0, 1], the schedule within the track's budget. An optimizer checks its own others."""
+    for key, value in hp.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if _named(key, NON_NEGATIVE) and value < 0:
+            raise UserError(f"{key}={value} must not be negative")
+        if (_named(key, FRACTIONS) or key.startswith("beta")) and not 0.0 <= value <= 1.0:
+            raise UserError(f"{key}={value} must lie in [0, 1]")
     if hp["steps"] < 1 or (max_steps is not None and hp["steps"] > max_steps):
         raise UserError(f"steps={hp['steps']}: must be a positive number of steps, at most the track's budget of {max_steps}")
     for key in SCHEDULE_KEYS:

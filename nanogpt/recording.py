@@ -209,7 +209,7 @@ class Recording:
 
     def __init__(self, spec: RunSpec, records_dir: str | Path, seed: int, environment: dict, *, flops_per_token: int,
                  diverge_at: float, write: bool = True):
-        started = datetime.datetime.now(datetime.timezone.utc)
+        started = datetime.datetime.now(datetime.UTC)
         self.run_id = f"{started:%Y%m%d-%H%M%S}-{spec.track.name}-{spec.optimizer.name}-s{seed}-{uuid.uuid4().hex[:6]}"
         self.records_dir = Path(records_dir)
         self.path = self.records_dir / "logs" / f"{self.run_id}.txt"

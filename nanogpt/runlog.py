@@ -1,16 +1,19 @@
 """The run log: one self-contained text file per run, and the source of truth for every figure.
 
-A log is a sequence of sections, each opened by a line `==== title ====`:
+A log is a sequence of sections, each opened by a line `==== title ====`. As in modded-nanogpt's
+logs, the code comes first and a line of 100 `=` follows it, so everything before that line is
+the code that ran (since format 3; older logs start with their config and are still read):
 
+    run.py, nanogpt/*.py, optimizer NAME.py, optimizers/*.py
+                    the full source of the harness and of the optimizer with what it imports, verbatim
+    ==========...   (100 of them)
     config          the resolved run configuration (JSON), with a manifest of the embedded sources
     environment     Python / PyTorch / CUDA versions, device, world size (JSON)
-    run.py, nanogpt/*.py, optimizers/_*.py, optimizer NAME.py
-                    the full source of the harness and of the optimizer module, verbatim
     training        one line per step and per evaluation, in the modded-nanogpt form
     result          the records-table row of the run (JSON), written when the run ends
 
 Source sections are read by the character count the manifest gives, so source text that happens
-to contain a header-like line cannot split a section. Every figure of the row (final loss, time,
+to contain a header-like or separator line cannot split a section. Every figure of the row (final loss, time,
 steps and tokens to target, status) is computed by `figures` from the training lines exactly as
 they are written, so anyone can recompute it from the log alone (scripts/verify.py does).
 """
@@ -25,10 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nanogpt.errors import UserError
+from nanogpt.identity import closure
 
 HEADER_RE = re.compile(r"^==== (.+) ====$")
 EVAL_RE = re.compile(r"^step:(\d+)/(\d+) val_loss:(\S+) train_time:(\d+)ms step_avg:(\S+)ms$")
-TRAIN_RE = re.compile(r"^step:(\d+)/(\d+) train_loss:(\S+) train_time:(\d+)ms$")
+TRAIN_RE = re.compile(r"^step:(\d+)/(\d+) train_loss:(\S+) train_time:(\d+)ms(?: step_avg:(\S+)ms)?$")  # step_avg since 3
+CODE_END = "=" * 100  # the line after the embedded code (modded-nanogpt's separator)
 TRAINING = "training"
 RESULT = "result"
 
@@ -38,11 +43,9 @@ def sha256_text(text: str) -> str:
 
 
 def harness_files(root: Path) -> list[str]:
-    """The files that make up the harness (everything that shapes a run except the optimizer
-    module): the trainer, the library, and the shared optimizer pieces such as the Muon skeleton."""
-    names = ["run.py", *sorted(p.relative_to(root).as_posix() for p in (root / "nanogpt").glob("*.py"))]
-    names += sorted(p.relative_to(root).as_posix() for p in (root / "optimizers").glob("_*.py"))
-    return names
+    """The files that make up the harness: run.py and every project module it imports at module
+    level, transitively (nanogpt.identity): exactly the code that runs a step, not reporting code."""
+    return ["run.py", *closure(root / "run.py", root)[0]]
 
 
 def read_sources(root: Path, names: list[str]) -> dict[str, str]:
@@ -64,13 +67,22 @@ def optimizer_section(filename: str) -> str:
     return f"optimizer {filename}"
 
 
+def code_sha256(files: list[str], entries: dict[str, dict], packages: dict[str, dict]) -> str:
+    """The optimizer's code hash: its module and every project module it imports (in order), and
+    the name, version and file hash of each third-party package it imports."""
+    text = "".join(f"{name} {entries[name]['sha256']}\n" for name in files)
+    text += "".join(f"package {name} {p['version']} {p['sha256']}\n" for name, p in sorted(packages.items()))
+    return sha256_text(text)
+
+
 def eval_line(step: int, total: int, loss: float, elapsed_s: float) -> str:
     ms = elapsed_s * 1000
     return f"step:{step}/{total} val_loss:{loss:.4f} train_time:{ms:.0f}ms step_avg:{ms / max(step, 1):.2f}ms"
 
 
 def train_line(step: int, total: int, loss: float, elapsed_s: float) -> str:
-    return f"step:{step}/{total} train_loss:{loss:.4f} train_time:{elapsed_s * 1000:.0f}ms"
+    ms = elapsed_s * 1000
+    return f"step:{step}/{total} train_loss:{loss:.4f} train_time:{ms:.0f}ms step_avg:{ms / max(step, 1):.2f}ms"
 
 
 class RunLog:
@@ -90,11 +102,13 @@ class RunLog:
         self.file.flush()
 
     def begin(self, config: dict, environment: dict, sources: dict[str, str]) -> None:
-        """Config, environment, then every source listed in config['sources'], then the training header."""
-        self.section("config", json.dumps(config, indent=1))
-        self.section("environment", json.dumps(environment, indent=1))
+        """Every source listed in config['sources'], the separator line, config, environment, then
+        the training header."""
         for title in config["sources"]:
             self.section(title, sources[title])
+        self.file.write(CODE_END + "\n")
+        self.section("config", json.dumps(config, indent=1))
+        self.section("environment", json.dumps(environment, indent=1))
         self.section(TRAINING)
 
     def line(self, text: str) -> None:
@@ -173,14 +187,45 @@ def parse_log(path: str | Path) -> ParsedLog:
             text = f.read()
     except OSError as e:
         raise UserError(f"cannot read log {path}: {e.strerror}") from None
+    code_text, rest, offset = _split_code(text)
+    sections, section_line, lengths = _sections(path, rest, {}, offset)
+    config = _json_section(path, section_line["config"], "config", sections["config"]) if "config" in sections else {}
+    lengths = {t: int(e["chars"]) for t, e in config.get("sources", {}).items()}
+    if code_text:
+        code, code_line, _ = _sections(path, code_text, lengths, 1)
+        if set(code) & set(sections):
+            raise UserError(f"{path}: section {sorted(set(code) & set(sections))[0]!r} appears twice")
+        sections, section_line = {**code, **sections}, {**code_line, **section_line}
+    if "config" not in sections:
+        raise UserError(f"{path}: no config section; not a run log")
+    environment = _json_section(path, section_line.get("environment", 0), "environment", sections.get("environment", "{}"))
+    training_body = sections.get(TRAINING, "")
+    training = parse_training(training_body.splitlines(), str(path), section_line.get(TRAINING, 0) + 1)
+    result = _json_section(path, section_line[RESULT], RESULT, sections[RESULT]) if RESULT in sections else None
+    return ParsedLog(path, sections, config, environment, training, result)
+
+
+def _split_code(text: str) -> tuple[str, str, int]:
+    """(the embedded code, the rest, the line number the rest starts at): since format 3 the code
+    comes first and ends at a line of 100 `=` followed by the config header."""
+    marker = CODE_END + "\n==== config ====\n"
+    at = 0 if text.startswith(marker) else text.find("\n" + marker) + 1
+    if at == 0 and not text.startswith(marker):
+        return "", text, 1  # an older log: config first, sources after it
+    return text[:at], text[at + len(CODE_END) + 1 :], text.count("\n", 0, at) + 2
+
+
+def _sections(path: Path, text: str, lengths: dict[str, int], first_lineno: int) -> tuple[dict, dict, dict]:
+    """Split text into sections: a title in `lengths` (a source of the manifest) is read by its
+    character count, any other up to the next header. A config section met on the way (an older
+    log) supplies the lengths of the sections after it."""
     sections: dict[str, str] = {}
     section_line: dict[str, int] = {}
-    lengths: dict[str, int] = {}
     pos = 0
     while pos < len(text):
         end = text.find("\n", pos)
         end = len(text) if end < 0 else end
-        lineno = text.count("\n", 0, pos) + 1
+        lineno = text.count("\n", 0, pos) + first_lineno
         m = HEADER_RE.match(text[pos:end])
         if not m:
             raise UserError(f"{path}:{lineno}: expected a section header '==== title ====', found {text[pos:end][:60]!r}")
@@ -203,13 +248,7 @@ def parse_log(path: str | Path) -> ParsedLog:
         if title == "config":
             config = _json_section(path, lineno, title, body)
             lengths = {t: int(e["chars"]) for t, e in config.get("sources", {}).items()}
-    if "config" not in sections:
-        raise UserError(f"{path}: no config section; not a run log")
-    environment = _json_section(path, section_line.get("environment", 0), "environment", sections.get("environment", "{}"))
-    training_body = sections.get(TRAINING, "")
-    training = parse_training(training_body.splitlines(), str(path), section_line.get(TRAINING, 0) + 1)
-    result = _json_section(path, section_line[RESULT], RESULT, sections[RESULT]) if RESULT in sections else None
-    return ParsedLog(path, sections, config, environment, training, result)
+    return sections, section_line, lengths
 
 
 def _json_section(path: Path, lineno: int, title: str, body: str) -> dict:

@@ -14,9 +14,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanogpt.errors import UserError
+from nanogpt.identity import closure, third_party
 from nanogpt.optim import OptimizerSpec, apply_overrides, default_hparams, load_optimizer
 from nanogpt.recording import SCHEMA_VERSION, group_key, hparams_text
-from nanogpt.runlog import combined_sha256, harness_files, manifest, optimizer_section, read_sources
+from nanogpt.runlog import code_sha256, combined_sha256, harness_files, manifest, optimizer_section, read_sources
 from nanogpt.tracks import ROOT, Track, debug_variant, get_track, local_data_variant, offline_data_dir
 
 
@@ -38,6 +40,8 @@ class RunSpec:
     world_size: int
     sources: dict[str, str]  # section title -> source text, as embedded in the log
     harness: list[str]  # the titles that make up the harness hash, in order
+    code: list[str]  # the titles that make up the optimizer's code hash: its module, then the project modules it imports
+    packages: dict[str, dict]  # third-party packages the optimizer imports: distribution, version, sha256 of their files
     cli: tuple[str, ...]  # run.py arguments that reproduce it (without seed and records folder)
 
     @property
@@ -48,9 +52,13 @@ class RunSpec:
     def harness_sha256(self) -> str:
         return combined_sha256(self.harness, self.manifest)
 
+    @property
+    def code_sha256(self) -> str:
+        return code_sha256(self.code, self.manifest, self.packages)
+
     def key_values(self) -> dict:
         return {"track": self.track.name, "track_sha256": track_sha256(self.track), "optimizer": self.optimizer.name,
-                "code_sha256": self.optimizer.sha256, "harness_sha256": self.harness_sha256,
+                "code_sha256": self.code_sha256, "harness_sha256": self.harness_sha256,
                 "hparams": hparams_text(self.hparams), "world_size": self.world_size}
 
     def key(self) -> tuple[str, ...]:
@@ -63,8 +71,8 @@ class RunSpec:
             "optimizer": self.optimizer.name, "seed": seed, "steps": self.track.steps, "hparams": self.hparams,
             "track_config": track_config(self.track), "track_sha256": track_sha256(self.track), "target": self.track.target,
             "tokens_per_step": self.track.tokens_per_step, "flops_per_token": flops_per_token, "diverge_at": diverge_at,
-            "world_size": world_size, "code_sha256": self.optimizer.sha256, "harness_sha256": self.harness_sha256,
-            "harness_files": self.harness, "sources": self.manifest,
+            "world_size": world_size, "code_sha256": self.code_sha256, "harness_sha256": self.harness_sha256,
+            "harness_files": self.harness, "code_files": self.code, "packages": self.packages, "sources": self.manifest,
         }
 
     def argv(self, seed: int, records_dir: str) -> list[str]:
@@ -89,15 +97,21 @@ def resolve(track_name: str, optimizer: str, sets: list[str], steps: int | None 
     if no_compile:
         track = track.with_overrides(compile=False)
     opt = load_optimizer(optimizer)
-    steps_flag = [] if steps is None else [f"steps={steps}"]
-    hp = apply_overrides({**default_hparams(opt, base), "steps": track.steps}, [*sets, *steps_flag], track.max_steps)
+    if steps is not None and any(item.split("=", 1)[0].strip() == "steps" for item in sets):
+        raise UserError("--steps and --set steps=... both set the schedule length; give one of them")
+    hp = default_hparams(opt, base)  # the real track's tuned values, its schedule length included
+    if debug_model:
+        hp["steps"] = track.steps  # a smoke test keeps its own short schedule
+    hp = apply_overrides(hp, [*sets, *([] if steps is None else [f"steps={steps}"])], track.max_steps)
     track = track.with_overrides(steps=hp["steps"])
     harness = harness_files(ROOT)
-    sources = {**read_sources(ROOT, harness), optimizer_section(opt.path.name): opt.source}
-    by_path = optimizer.endswith(".py") or "/" in optimizer  # absolute, as run.py is launched from the repository root
-    cli = ["--track", track_name, "--optimizer", str(opt.path) if by_path else optimizer, *(a for s in sets for a in ("--set", s))]
+    deps, others = closure(opt.path, ROOT)
+    code = [optimizer_section(opt.path.name), *deps]
+    sources = {**read_sources(ROOT, harness), optimizer_section(opt.path.name): opt.source, **read_sources(ROOT, deps)}
+    # absolute, as run.py is launched from the repository root
+    cli = ["--track", track_name, "--optimizer", str(opt.path) if not opt.shipped else optimizer, *(a for s in sets for a in ("--set", s))]
     cli += [] if steps is None else ["--steps", str(steps)]
     cli += ["--no-compile"] if no_compile else []
     cli += ["--debug-model"] if debug_model else []
     cli += ["--data-dir", str(Path(data_dir).resolve())] if data_dir else []
-    return RunSpec(track, opt, hp, world_size, sources, harness, tuple(cli))
+    return RunSpec(track, opt, hp, world_size, sources, harness, code, third_party(others), tuple(cli))

@@ -198,7 +198,7 @@ TRACKS.update({
     # 11/06/24, and nothing else of that record: the architecture is ARCH_2024_11_03_SOFTCAP (each
     # field's source there); 12 layers, 768 wide, 6 heads of 128 (L384), vocab 50304 (L383);
     # 8x64x1024 tokens per step, 4578 steps, no warmup, a 1308-step linear cooldown to 0 (L343-345);
-    # Muon and Adam hyperparameters in optimizers/muon.py TRACK_DEFAULTS (L402-405). Proven against
+    # Muon and Adam hyperparameters in optimizers/tuned.toml [muon.<track>] (L402-405). Proven against
     # the golden fixtures rec-2024-11-03-untie(+softcap30) (tests/test_record_fixtures.py).
     # Budget: 10,000 steps (5.2B tokens) covers the AdamW baseline of 06/06/24 (~5B tokens).
     "gpt2-small": Track(
@@ -239,7 +239,7 @@ TRACKS.update({
     # no norm on the embedding or on q/k, 1/sqrt(2·n_layer) attention scale, eps 1e-6, PyTorch's
     # default init, fp32 validation); 12 layers, 768 wide, 12 heads of 64 (L377), GPT-2 vocabulary
     # 50257 unpadded (L376); 6200 steps of 8x64x1024 tokens, no warmup, linear cooldown over the last
-    # 1800 steps to 0 (L336-339); Muon and AdamW hyperparameters in optimizers/muon.py TRACK_DEFAULTS
+    # 1800 steps to 0 (L336-339); Muon and AdamW hyperparameters in optimizers/tuned.toml [muon.<track>]
     # (L388-391). Proven against the golden fixture rec-2024-10-10-muon (tests/test_record_fixtures.py).
     "gpt2-muon-2024": Track(
         name="gpt2-muon-2024",

@@ -13,10 +13,6 @@ DEFAULTS = {
     "eps": 1e-10,
     "weight_decay": 0.0,
 }
-# tiny-cpu, tuned 2026-12-02 (records/sweeps.jsonl): the speedrun's embedding/head/scalar learning
-# rates (Muon's auxiliary AdamW) and lr 0.006 of {0.006, 0.012}; AdamW needs a longer schedule than
-# Muon's 400 steps to reach the target (about 850 steps), so 1000 steps is part of its tuned submission.
-TRACK_DEFAULTS: dict = {"tiny-cpu": {"steps": 1000, "lr": 0.006, "embed_lr": 0.3, "head_lr": 0.008, "scalar_lr": 0.04}}
 
 
 def build(params, hp, model):

@@ -59,7 +59,6 @@ class Mona(MatrixOptimizer):
 
 
 DEFAULTS = family_defaults(Mona)
-TRACK_DEFAULTS: dict = {"tiny-cpu": {"beta_a": 0.975, "lr": 0.02}}  # lr tuned 2026-12-02: 0.02 of {0.02, 0.04}
 
 
 def build(params, hp, model):

@@ -42,7 +42,6 @@ class Muon2(MatrixOptimizer):
 
 
 DEFAULTS = family_defaults(Muon2)
-TRACK_DEFAULTS: dict = {"tiny-cpu": {"lr": 0.02}}  # tuned 2026-12-02: lr 0.02 of {0.02, 0.04} (also for Muon²-F)
 
 
 def build(params, hp, model):

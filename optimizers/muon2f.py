@@ -13,7 +13,6 @@ Muon2F is reproduced by configuration in tests/test_optimizer_fixtures.py.
 import torch
 
 from optimizers._matrix import build_family, family_defaults
-from optimizers.muon2 import TRACK_DEFAULTS as MUON2_TRACK_DEFAULTS
 from optimizers.muon2 import Muon2
 
 
@@ -31,7 +30,6 @@ class Muon2F(Muon2):
 
 
 DEFAULTS = family_defaults(Muon2F)
-TRACK_DEFAULTS: dict = {track: dict(hp) for track, hp in MUON2_TRACK_DEFAULTS.items()}
 
 
 def build(params, hp, model):

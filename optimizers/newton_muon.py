@@ -148,7 +148,6 @@ class NewtonMuon(MatrixOptimizer):
 
 
 DEFAULTS = family_defaults(NewtonMuon)
-TRACK_DEFAULTS: dict = {"tiny-cpu": {"lr": 0.02}}  # tuned 2026-12-02: lr 0.02 of {0.02, 0.04}
 
 
 def build(params, hp, model):

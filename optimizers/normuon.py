@@ -43,7 +43,6 @@ class NorMuon(MatrixOptimizer):
 
 
 DEFAULTS = family_defaults(NorMuon)
-TRACK_DEFAULTS: dict = {"tiny-cpu": {"lr": 0.04}}  # tuned 2026-12-02: lr 0.04 of {0.02, 0.04}
 
 
 def build(params, hp, model):

@@ -11,7 +11,6 @@ DEFAULTS = {
     "momentum": 0.9,
     "weight_decay": 0.0,
 }
-TRACK_DEFAULTS: dict = {"tiny-cpu": {}}
 
 
 def build(params, hp, model):

@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> Path:
     add_mfu(rows, bench.flops_per_token, bench.tokens_per_step, peak)
     train = training_run(base.name, args.tiny, args.data_dir, args.train_steps, not args.no_compile) if args.train_steps else None
     checks = goals(rows)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     meta = {"track": track.name, "device": args.device, "device_name": name, "peak_tflops": peak, "gpus": gpus,
             "tokens_per_step": bench.tokens_per_step, "flops_per_token": bench.flops_per_token, "steps": args.steps,
             "warmup": args.warmup, "compile": track.compile and not args.no_compile, "date": now.isoformat(timespec="seconds"),

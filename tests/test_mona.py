@@ -7,7 +7,7 @@ import torch
 
 import optimizers.mona as mona
 from nanogpt.errors import UserError
-from nanogpt.optim import build_optimizers, load_optimizer
+from nanogpt.optim import build_optimizers, load_optimizer, tuned_table
 from optimizers._matrix import MATRIX_DEFAULTS, MatrixOptimizer
 from optimizers.mona import Mona, reconstructed_alpha
 
@@ -88,7 +88,7 @@ def test_default_smooths_and_mirror_extrapolates(alpha, expected):
 
 def test_defaults_follow_the_reconstruction():
     assert mona.DEFAULTS["alpha"] == "auto" and mona.DEFAULTS["beta_a"] == 0.99
-    assert mona.TRACK_DEFAULTS["tiny-cpu"]["beta_a"] == 0.975
+    assert tuned_table()["mona"]["tiny-cpu"]["beta_a"] == 0.975
     assert reconstructed_alpha(0.99) == pytest.approx(-50.0)
     assert "unverified" in mona.__doc__.lower() and "2605.26842" in mona.__doc__
 

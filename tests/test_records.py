@@ -4,6 +4,7 @@ exactly, figures come from the logged lines, and bad tables or entries fail nami
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from nanogpt.errors import UserError
 from nanogpt.recording import COLUMNS, ENTRY_VERSION, SCHEMA_VERSION, cell, read_raw_rows, table_path
 from nanogpt.runlog import Eval, RunLog, Training, TrainStep, figures, parse_log, parse_training, training_problems
 from nanogpt.runspec import resolve
+from nanogpt.tracks import ROOT
 
 
 def test_log_round_trip_and_row_equals_result(tmp_path):
@@ -142,3 +144,24 @@ def test_jsonl_entries_are_validated_line_by_line(tmp_path):
 def test_diverged_fake_run_exit_status(tmp_path):
     assert fake_run(["--optimizer", "sgd", "--set", "lr=5.0", "--steps", "10", "--records-dir", str(tmp_path)]) == 1
     assert read_table(tmp_path).iloc[0].status == "diverged"
+
+
+def test_logs_read_like_modded_nanogpt_logs_and_older_logs_stay_readable(tmp_path):
+    """The code first and a line of 100 '=' after it (everything before that line is the code that
+    ran), training lines `step:N/T train_loss:X train_time:Yms step_avg:Zms`; a version-2 log
+    (config first, no step_avg on training lines) is still parsed."""
+    record(tmp_path, "muon", [0], steps=8)
+    (log,) = (tmp_path / "logs").glob("*.txt")
+    text = log.read_text()
+    code, _, rest = text.partition("\n" + "=" * 100 + "\n")
+    assert code.startswith("==== run.py ====\n") and "\n==== optimizer muon.py ====\n" in code
+    assert not re.search(r"^==== config ====$", code, re.M)
+    assert rest.startswith("==== config ====\n")
+    assert re.search(r"^step:3/8 train_loss:\d+\.\d{4} train_time:\d+ms step_avg:\d+\.\d\dms$", rest, re.M)
+    parsed = parse_log(log)
+    assert parsed.config["steps"] == 8 and len(parsed.training.steps) == 8 and parsed.result["status"] == "ok"
+    assert parsed.sections["optimizer muon.py"] == (ROOT / "optimizers" / "muon.py").read_text()
+    older = ROOT / "records" / "logs"
+    v2 = sorted(older.glob("*.txt"))[0]
+    assert v2.read_text().startswith("==== config ====\n")  # a committed log of format version 2
+    assert parse_log(v2).result is not None and parse_log(v2).training.steps

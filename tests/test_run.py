@@ -217,3 +217,11 @@ def test_output_piped_into_a_closed_reader_still_records_the_run(tmp_path, root)
     assert proc.wait(timeout=300) == 0, err
     row = read_table(tmp_path).iloc[0]
     assert row.status == "ok" and row.steps == 30
+
+
+def test_the_sigterm_handler_is_only_installed_while_training(tmp_path):
+    """A process that called run.main (a test, a notebook) keeps its own SIGTERM behaviour: pools it
+    forks later are terminated with SIGTERM and must not inherit an interrupting handler."""
+    before = signal.getsignal(signal.SIGTERM)
+    assert run.main([*SHORT, "--records-dir", str(tmp_path)]) == 0
+    assert signal.getsignal(signal.SIGTERM) == before
