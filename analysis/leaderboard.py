@@ -18,7 +18,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.records import read_entries, read_table, submissions_path, sweeps_path
-from analysis.submissions import current_record, latest_per_group
+from analysis.submissions import Rule, assess, current_record, first_crossing, latest_per_group, run_facts, schedule_steps, score
 from nanogpt.errors import UserError
 from nanogpt.recording import COLUMNS, KEY_COLUMNS, NUMERIC, group_id
 from nanogpt.runlog import parse_log
@@ -95,68 +95,77 @@ def varying_hparams(table: pd.DataFrame) -> list[str]:
     return labels
 
 
-def leaderboard(records: Records, track: str, include_unsubmitted: bool = True) -> pd.DataFrame:
-    """One row per group on `track`, best first: groups with evidence whose runs all reached the
-    target by mean time, then the other groups that reached it, then those that did not (by loss)."""
+def leaderboard(records: Records, track: str, include_unsubmitted: bool = True, rule: str | None = None) -> pd.DataFrame:
+    """One row per group on `track`, ranked by one rule (the track's, or `rule`: the other view of
+    the same runs): first the submitted groups that are evidence under it, then unsubmitted groups
+    whose runs would be, each by the rule's score (time: mean train time of the whole runs; steps:
+    the schedule length T, then the mean final loss); then the rest by mean final loss.
+    First crossing is a secondary column, AlgoPerf's median over the runs (a miss is infinite)."""
+    judge = Rule.of_track(track, rule)
     budgets = tuning_budgets(records.sweeps)
     rows = []
     for runs, entry in group_runs(records, track, include_unsubmitted):
         first = runs.iloc[0]
-        hit = runs[runs["reached_target"]]
-        times = hit["time_to_target_s"].to_numpy(float)
-        losses = runs.loc[runs["status"] == "ok", "final_val_loss"].to_numpy(float)
-        t_lo, t_hi = stats.t_interval(times)
-        l_lo, l_hi = stats.t_interval(losses)
+        facts = [run_facts(r) for r in runs.to_dict("records")]
+        steps = schedule_steps(first["hparams"])
+        a = assess(facts, float(first["target"]), judge, bool(entry and entry.get("accepted_contended")))
+        crossing = first_crossing(facts)
+        ok = runs[runs["status"] == "ok"]
+        train_lo, train_hi = a["train"].ci_t
+        loss_lo, loss_hi = a["loss"].ci_t
         budget = budgets.get(first["group"], {})
         rows.append({
             "group": first["group"], "optimizer": first["optimizer"], "hardware": first["hardware"], "hparams": first["hparams"],
             "device": first["device"] if runs["device"].nunique() == 1 else "mixed devices",
-            "target": float(first["target"]), "n": len(runs), "n_reached": len(hit),
-            "n_diverged": int((runs["status"] == "diverged").sum()),
+            "target": float(first["target"]), "n": len(runs), "n_reached": crossing["n_reached"], "n_diverged": a["n_diverged"],
             "n_contended": int(runs["contended"].map(lambda c: c is True).sum()),
             "accepted_contended": entry.get("accepted_contended", 0) if entry else 0,
-            "time_mean": times.mean() if len(times) else math.nan, "time_lo": t_lo, "time_hi": t_hi,
-            "time_norm_mean": normalised_time(hit, track),
-            "steps_to_target": hit["steps_to_target"].mean() if len(hit) else math.nan,
-            "tokens_to_target": hit["tokens_to_target"].mean() if len(hit) else math.nan,
-            "loss_mean": losses.mean() if len(losses) else math.nan, "loss_lo": l_lo, "loss_hi": l_hi,
+            "rule": judge.name, "steps": steps, "score": score(a, judge, steps),
+            "train_mean": a["train"].mean, "train_lo": train_lo, "train_hi": train_hi,
+            "train_norm_mean": normalised_time(ok, track),
+            "loss_mean": a["loss"].mean, "loss_lo": loss_lo, "loss_hi": loss_hi,
+            "crossing_time": crossing["median_time_s"], "crossing_steps": crossing["median_steps"],
+            "passes": a["evidence"], "target_p": a["test"]["p"], "margin": a["test"].get("margin", math.nan),
             "tuning_trials": budget.get("trials", 0), "tuning_runs": budget.get("runs", 0), "tuning_device_s": budget.get("device_s", 0.0),
-            "submission_id": entry["submission_id"] if entry else None, "evidence": None if entry is None else bool(entry["evidence"]),
-            "target_p": None if entry is None else entry["target_test"]["p"], "run_ids": list(runs["run_id"]),
+            "submission_id": entry["submission_id"] if entry else None,
+            "evidence": None if entry is None else a["evidence"], "decided_under": None if entry is None else entry.get("rule", "legacy"),
+            "run_ids": list(runs["run_id"]),
         })
     table = pd.DataFrame(rows)
     if table.empty:
         return table
-    all_reached = table["n_reached"] == table["n"]
-    evidence = table["evidence"].map(lambda e: e is True)
-    table["tier"] = np.select([all_reached & evidence, all_reached, table["n_reached"] > 0], [0, 1, 2], 3)
-    table["sort_value"] = np.where(table["tier"] < 3, table["time_mean"], table["loss_mean"])
-    table = table.sort_values(["tier", "sort_value"], na_position="last").reset_index(drop=True)
+    submitted = table["evidence"].notna()
+    table["tier"] = np.select([submitted & table["passes"], table["passes"]], [0, 1], 2)
+    ranked = table["tier"] < 2
+    table["sort_value"] = np.where(ranked, table["score"], table["loss_mean"])
+    table["sort_loss"] = table["loss_mean"]
+    table = table.sort_values(["tier", "sort_value", "sort_loss"], na_position="last").reset_index(drop=True)
     table["config"] = varying_hparams(table)
     for name in BASELINES:
-        base = [baseline_row(table, name, h, d) for h, d in zip(table["hardware"], table["device"])]
+        base = [baseline_row(table, name, h, d, judge.name) for h, d in zip(table["hardware"], table["device"])]
         table[f"baseline_{name}"] = [None if b is None else table["group"].iloc[b] for b in base]
-        table[f"speedup_{name}"] = [math.nan if b is None or table["n_reached"].iloc[i] != table["n"].iloc[i]
-                                    else float(table["time_mean"].iloc[b] / table["time_mean"].iloc[i]) for i, b in enumerate(base)]
-    record = {h: current_record(records.submissions, track, h) for h in table["hardware"].unique()}
+        table[f"speedup_{name}"] = [math.nan if b is None or table["tier"].iloc[i] == 2
+                                    else float(table["score"].iloc[b] / table["score"].iloc[i]) for i, b in enumerate(base)]
+    record = {h: current_record(records.submissions, track, h, judge) for h in table["hardware"].unique()}
     table["record"] = [record[h] is not None and record[h]["group"] == g for h, g in zip(table["hardware"], table["group"])]
     return table
 
 
-def normalised_time(hit: pd.DataFrame, track: str) -> float:
-    """Mean time to target normalised to the track's reference machine (NaN without a reference,
-    or when a run lacks its machine figure: runs recorded before format version 3)."""
+def normalised_time(ok: pd.DataFrame, track: str) -> float:
+    """Mean train time of the whole runs normalised to the track's reference machine (NaN without a
+    reference, or when a run lacks its machine figure: runs recorded before format version 3)."""
     ref = REFERENCE_MACHINES.get(track)
-    if ref is None or hit.empty or hit["calib_ms"].isna().any():
+    if ref is None or ok.empty or ok["calib_ms"].isna().any():
         return math.nan
-    return float((hit["time_to_target_s"] * ref["calib_ms"] / hit["calib_ms"]).mean())
+    return float((ok["train_time_s"] * ref["calib_ms"] / ok["calib_ms"]).mean())
 
 
-def baseline_row(table: pd.DataFrame, optimizer: str, hardware: str, device: str) -> int | None:
-    """The fastest group of `optimizer` on the same hardware class and device model in which every
-    run reached the target (two 2-core VMs of one class can differ twofold in speed)."""
-    ok = table[(table["optimizer"] == optimizer) & (table["hardware"] == hardware) & (table["device"] == device)
-               & (table["n_reached"] == table["n"])]
+def baseline_row(table: pd.DataFrame, optimizer: str, hardware: str, device: str, rule: str = "time") -> int | None:
+    """The best-ranked group of `optimizer` on the same hardware class whose runs meet the rule
+    (tiers 0 and 1); under `time` also on the same device model (two 2-core VMs of one class can
+    differ twofold in speed; steps do not depend on the machine)."""
+    ok = table[(table["optimizer"] == optimizer) & (table["hardware"] == hardware) & (table["tier"] < 2)
+               & ((table["device"] == device) if rule == "time" else True)]
     return None if ok.empty else int(ok.index[0])
 
 
@@ -172,54 +181,90 @@ def evidence_cell(r) -> str:
     if r.group == YOUR_RUN:
         return YOUR_RUN
     if r.evidence is None:
-        return "not submitted"
+        return "not submitted" + (" (its runs would pass)" if r.passes else "")
     mark = "✓" if r.evidence else "✗"
-    p = "" if r.target_p is None else f" p={r.target_p:.2g}"
+    test = (f" p={r.target_p:.2g}" if r.rule == "time" and r.target_p is not None and not math.isnan(r.target_p)
+            else f" margin={r.margin:.4f}" if r.rule == "steps" and not math.isnan(r.margin) else "")
     accepted = f" ({r.accepted_contended} contended runs accepted)" if r.accepted_contended else ""
-    return f"{mark}{' record' if r.record else ''}{p}{accepted}"
+    return f"{mark}{' record' if r.record else ''}{test}{accepted}"
 
 
-def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, note: str = "") -> str:
-    head = f"### {track}" + (f" (target val loss {target})" if target is not None else "")
+def crossing_cell(r) -> str:
+    value = r.crossing_time if r.rule == "time" else r.crossing_steps
+    shown = stats.fmt(value, ".1f" if r.rule == "time" else ".0f").replace("inf", "∞")
+    return shown + (f" ({r.n_reached}/{r.n} reached)" if r.n_reached != r.n else "")
+
+
+RULE_NOTES = {
+    "time": "Ranked by the **time** rule (modded-nanogpt's main track): each entry is n runs of one schedule of T steps; "
+            "its number is the mean train time of those whole runs (± 95 % t-interval half-width over seeds), and it is "
+            "evidence when no run diverged, n ≥ 2 and the one-sided t-test (scipy.stats.ttest_1samp(losses, target, "
+            "alternative=\"less\")) on the final losses gives p < 0.01. The record is the fastest such submission; a new one "
+            "must be faster by Welch's test on the runs' train times (p < 0.01).",
+    "steps": "Ranked by the **steps** rule (modded-nanogpt's optimization track, track 3: the stopping step is the same for "
+             "every seed): each entry's number is its schedule length T, then its mean final loss; it is evidence when no run "
+             "diverged and (target − mean final loss)·√n ≥ {threshold} (σ fixed at {sigma}: p < 0.001; margin column). A new "
+             "record must satisfy (Δloss + Δsteps·{per100:g}/100)/√(1/n₁ + 1/n₂) ≥ {threshold} against the current one. "
+             "Steps do not depend on the machine.",
+}
+
+
+def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, note: str = "", rule: str | None = None) -> str:
+    judge = Rule.of_track(track, rule if table.empty else table["rule"].iloc[0])
+    head = f"### {track}" + (f" (target val loss {target}; rule: {judge.name})" if target is not None else f" (rule: {judge.name})")
     if table.empty:
         return head + f"\n\nNo runs recorded yet.{note}\n"
-    normalised = bool(table["time_norm_mean"].notna().any())
+    time_rule = judge.name == "time"
+    normalised = time_rule and bool(table["train_norm_mean"].notna().any())
+    crossing = "first crossing: median time (s)" if time_rule else "first crossing: median step"
+    columns = (["T (steps)", "**train time (s)**"] + (["normalised train time (s)"] if normalised else []) + ["final val loss"]
+               if time_rule else ["**T (steps)**", "final val loss", "train time (s)"])
     lines = [
         head, "",
-        "| # | optimizer | config | device | n | time to target (s) | " + ("normalised time (s) | " if normalised else "")
-        + "steps to target | tokens to target | final val loss | vs AdamW | vs Muon | tuning | evidence |",
-        "|---:|---|---|---|---:|---:|" + ("---:|" if normalised else "") + "---:|---:|---:|---:|---:|---|---|",
+        "| # | optimizer | config | device | n | " + " | ".join(columns) + f" | {crossing} † | vs AdamW | vs Muon | tuning | "
+        f"decision ({judge.name}) |",
+        "|---:|---|---|---|---:|" + "---:|" * len(columns) + "---:|---:|---:|---|---|",
     ]
     for i, r in enumerate(table.itertuples()):
-        n = f"{r.n}" + (f" ({r.n_reached} reached)" if r.n_reached != r.n else "") + (f", {r.n_diverged} diverged" if r.n_diverged else "")
-        n += f", {r.n_contended} contended" if r.n_contended else ""
+        n = f"{r.n}" + (f", {r.n_diverged} diverged" if r.n_diverged else "") + (f", {r.n_contended} contended" if r.n_contended else "")
         tuning = (f"{r.tuning_trials} trials · {r.tuning_runs} runs · {r.tuning_device_s:.0f} s" if r.tuning_trials else "—")
         speedups = " | ".join(stats.fmt(x, ".2f") + ("×" if not math.isnan(x) else "") for x in (r.speedup_adamw, r.speedup_muon))
-        lines.append(
-            f"| {i + 1} | {r.optimizer} | {r.config} | {r.device} | {n} | {plus_minus(r.time_mean, r.time_hi, '.1f')} | "
-            + (f"{stats.fmt(r.time_norm_mean, '.1f')} | " if normalised else "")
-            + f"{stats.fmt(r.steps_to_target, '.0f')} | {tokens(r.tokens_to_target)} | {plus_minus(r.loss_mean, r.loss_hi, '.4f')} | "
-            f"{speedups} | {tuning} | {evidence_cell(r)} |"
-        )
+        train = plus_minus(r.train_mean, r.train_hi, ".1f")
+        loss = plus_minus(r.loss_mean, r.loss_hi, ".4f")
+        cells = ([str(r.steps), train] + ([stats.fmt(r.train_norm_mean, ".1f")] if normalised else []) + [loss]
+                 if time_rule else [str(r.steps), loss, train])
+        lines.append(f"| {i + 1} | {r.optimizer} | {r.config} | {r.device} | {n} | " + " | ".join(cells)
+                     + f" | {crossing_cell(r)} | {speedups} | {tuning} | {evidence_cell(r)} |")
+    legacy = int((table["decided_under"] == "legacy").sum())
+    other = int(table["decided_under"].isin([x for x in ("time", "steps") if x != judge.name]).sum())
     lines += [
         "",
-        "Mean ± 95 % t-interval half-width over seeds (time: over the runs that reached the target). "
-        "vs AdamW / vs Muon: the baseline's mean time to target divided by this group's, the baseline being the fastest "
-        "group of that optimizer on the same hardware class and device whose every run reached the target. Tuning: the searches "
+        RULE_NOTES[judge.name].format(threshold=judge.threshold, sigma=judge.sigma, per100=judge.loss_per_step * 100)
+        + " Decision: that rule applied to the latest submission's runs (✓ evidence, ✗ not; 'record': the best evidence "
+        "on the hardware class)"
+        + (f"; {legacy} of these submissions were decided, and are kept in records/submissions.jsonl, under the legacy rule "
+           "(mean time to the first evaluation at the target)" if legacy else "")
+        + (f"; {other} were submitted under the other rule" if other else "")
+        + ". Final val loss: mean ± 95 % t-interval half-width over seeds. "
+        "† First crossing, not the score: the first evaluation at or below the target, AlgoPerf's way — the median "
+        "over all the entry's runs, a run that missed counting as infinite (∞ when half or more missed). vs AdamW / vs Muon: "
+        "the baseline's number divided by this entry's, the baseline being the best-ranked entry of that optimizer that "
+        "meets the rule on the same hardware class" + (" and device" if time_rule else "") + ". Tuning: the searches "
         "(scripts/sweep.py, scripts/find_steps.py) whose winner is this configuration: trials · runs · device-seconds of "
-        "training. Evidence: the latest submission's one-sided test that the mean final loss is below the target; runs timed "
-        "on a busy machine (contended: see the README's timing rules) count only when the submission accepted them, which "
-        "the cell then says."
-        + (f" Normalised time: each run's time × the reference machine's figure / the run's own (calib_ms), the reference "
-           f"being {REFERENCE_MACHINES[track]['machine']}; a reading aid across machines, not the record." if normalised else "")
+        "training. Runs timed on a busy machine (contended: see the README's timing rules) count only when the submission "
+        "accepted them, which the cell then says."
+        + (f" Normalised train time: each run's time × the reference machine's figure / the run's own (calib_ms), the "
+           f"reference being {REFERENCE_MACHINES[track]['machine']}; a reading aid across machines, not the record."
+           if normalised else "")
         + note,
     ]
     return "\n".join(lines) + "\n"
 
 
-def track_markdown(records_dir: str | Path, track: str, target: float | None, include_unsubmitted: bool = True) -> str:
+def track_markdown(records_dir: str | Path, track: str, target: float | None, include_unsubmitted: bool = True,
+                   rule: str | None = None) -> str:
     """The Markdown leaderboard of one track straight from a records folder (run.py prints this)."""
-    return to_markdown(leaderboard(load_records(records_dir), track, include_unsubmitted), track, target)
+    return to_markdown(leaderboard(load_records(records_dir), track, include_unsubmitted, rule), track, target, rule=rule)
 
 
 YOUR_RUN = "your run"  # the group of a just-finished run shown beside the official board
@@ -258,9 +303,9 @@ def curve(records: Records, run_ids: list[str]) -> dict | None:
 
 
 def run_times(records: Records, table: pd.DataFrame) -> dict[str, list[float]]:
-    """Per group, the times to target of its runs that reached the target."""
+    """Per group, the train times of its whole runs (those that completed: status ok)."""
     t = records.table.set_index("run_id")
-    return {g: [float(t.at[r, "time_to_target_s"]) for r in ids if t.at[r, "reached_target"]]
+    return {g: [float(t.at[r, "train_time_s"]) for r in ids if t.at[r, "status"] == "ok"]
             for g, ids in zip(table["group"], table["run_ids"])} if len(table) else {}
 
 

@@ -2,14 +2,19 @@
 only, and the robustness comparisons', drawn from the tidy metrics of scripts/robustness.py.
 
 Each function saves one PNG and returns what it drew, read back from the matplotlib objects
-(bars, lines, bands), so that tests and callers can check the content and not just the file.
-One colour per optimizer within a figure: `colors` / `_color`, from matplotlib's default cycle.
+(bars, lines, bands), so that tests and callers can check the content and not just the file. A
+figure that would carry no information (nothing to compare, one track, only tails far above the
+target) is not drawn: the function returns {"path", "skipped": why} and removes a stale PNG of
+that name, and the leaderboard says why in its place.
+One colour per optimizer in every figure: `optimizer_color`, fixed by the sorted list of the
+shipped optimizers (optimizers/*.py), so adamw has the same colour in every plot.
 """
 
 from __future__ import annotations
 
 import math
 import textwrap
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +26,18 @@ import pandas as pd  # noqa: E402
 
 from analysis import stats  # noqa: E402
 
-COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]  # the ten of matplotlib's default cycle (tab10)
+EXTRA = [plt.get_cmap("tab20")(i) for i in range(1, 20, 2)]  # the light tab20 shades, for optimizers not shipped
+SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "optimizers").glob("*.py") if not p.stem.startswith("_"))
+
+
+def optimizer_color(name: str) -> str:
+    """The colour of an optimizer in every figure: its place in the sorted list of shipped
+    optimizers picks one of the default cycle; another optimizer (a module given by path) gets a
+    light shade chosen by a hash of its name (stable across runs and figures)."""
+    if name in SHIPPED and SHIPPED.index(name) < len(COLORS):
+        return matplotlib.colors.to_hex(COLORS[SHIPPED.index(name)])
+    return matplotlib.colors.to_hex(EXTRA[zlib.crc32(name.encode()) % len(EXTRA)])
 
 
 def _save(fig, path: Path, dpi: int = 120) -> Path:
@@ -32,138 +48,172 @@ def _save(fig, path: Path, dpi: int = 120) -> Path:
     return path
 
 
+def skipped(path: Path, why: str) -> dict:
+    """A figure left out because it would say nothing: no PNG (a stale one is removed), the reason."""
+    Path(path).unlink(missing_ok=True)
+    return {"path": path, "skipped": why}
+
+
 def _label(r) -> str:
     return f"{r.optimizer} · {r.config} (n={r.n})"
 
 
-def _color(optimizer: str, order: list[str]) -> str:
-    return COLORS[order.index(optimizer) % len(COLORS)]
-
-
 def colors(names) -> dict[str, str]:
-    """A colour per name (optimizer or label), in the given order: pass the same names to every
-    figure of one report so that a name keeps its colour across them."""
+    """A colour per label: a label is an optimizer name, or "optimizer@config" when one optimizer
+    has several configurations; it gets its optimizer's colour (`optimizer_color`), in shades from
+    dark to light when the optimizer has several labels."""
     order = list(dict.fromkeys(names))
-    return {name: _color(name, order) for name in order}
+    by_optimizer: dict[str, list[str]] = {}
+    for name in order:
+        by_optimizer.setdefault(name.split("@")[0], []).append(name)
+    out = {}
+    for opt, labels in by_optimizer.items():
+        base = np.array(matplotlib.colors.to_rgb(optimizer_color(opt)))
+        for i, label in enumerate(labels):
+            mix = 0.0 if len(labels) == 1 else -0.35 + 0.8 * i / (len(labels) - 1)  # <0 towards black, >0 towards white
+            rgb = base * (1 + mix) if mix < 0 else base + (1 - base) * mix
+            out[label] = matplotlib.colors.to_hex(np.clip(rgb, 0, 1))
+    return out
 
 
-def time_bars(table: pd.DataFrame, run_times: dict[str, list[float]], track: str, path: Path) -> dict:
-    """One bar per group that reached the target: mean time to target, 95 % t-interval as error
-    bar, one dot per seed; groups are in leaderboard order, ✓/✗ marks the submission's evidence."""
-    shown = table[table["n_reached"] > 0].reset_index(drop=True)
-    order = list(dict.fromkeys(table["optimizer"]))
-    fig, ax = plt.subplots(figsize=(8, 0.55 * max(len(shown), 1) + 1.8))
+def score_bars(table: pd.DataFrame, run_times: dict[str, list[float]], track: str, path: Path) -> dict:
+    """The leaderboard's one number per entry, under the table's rule, for the entries that meet it
+    (tiers 0 and 1), in leaderboard order. Time: mean train time of the whole runs, 95 % t-interval as
+    error bar, one dot per seed. Steps: the schedule length T, labelled with the mean final loss.
+    ✓/✗ marks a submission's decision. Not drawn when no entry meets the rule."""
+    rule = table["rule"].iloc[0] if len(table) else "time"
+    shown = table[table["tier"] < 2].reset_index(drop=True) if len(table) else table
+    if shown.empty:
+        return skipped(path, f"no entry meets the {rule} rule yet")
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(shown) + 1.8))
     y = np.arange(len(shown))
-    err = np.array([[m - lo if not math.isnan(lo) else 0 for m, lo in zip(shown["time_mean"], shown["time_lo"])],
-                    [hi - m if not math.isnan(hi) else 0 for m, hi in zip(shown["time_mean"], shown["time_hi"])]])
-    bars = ax.barh(y, shown["time_mean"], xerr=err, capsize=4, alpha=0.85,
-                   color=[_color(o, order) for o in shown["optimizer"]])
-    for yi, r in zip(y, shown.itertuples()):
-        seeds = run_times.get(r.group, [])
-        ax.scatter(seeds, np.full(len(seeds), yi), color="black", s=12, zorder=3)
+    colors_ = [optimizer_color(o) for o in shown["optimizer"]]
+    if rule == "time":
+        err = np.array([[m - lo if not math.isnan(lo) else 0 for m, lo in zip(shown["train_mean"], shown["train_lo"])],
+                        [hi - m if not math.isnan(hi) else 0 for m, hi in zip(shown["train_mean"], shown["train_hi"])]])
+        bars = ax.barh(y, shown["train_mean"], xerr=err, capsize=4, alpha=0.85, color=colors_)
+        for yi, r in zip(y, shown.itertuples()):
+            seeds = run_times.get(r.group, [])
+            ax.scatter(seeds, np.full(len(seeds), yi), color="black", s=12, zorder=3)
+        ax.set_xlabel("train time of the whole run (s): mean, 95% CI, seeds as dots")
+    else:
+        bars = ax.barh(y, shown["steps"], alpha=0.85, color=colors_)
+        for b, r in zip(bars.patches, shown.itertuples()):
+            ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f"  loss {r.loss_mean:.4f}", va="center", fontsize=8)
+        ax.set_xlabel("schedule length T (steps)")
+        ax.set_xlim(0, 1.2 * float(shown["steps"].max()))
     marks = {True: " ✓", False: " ✗"}
     ax.set_yticks(y, [_label(r) + marks.get(r.evidence, "") for r in shown.itertuples()])
     ax.invert_yaxis()
-    ax.set_xlabel("train time to target (s)")
-    if shown.empty:
-        ax.text(0.5, 0.5, "no group reached the target yet", ha="center", va="center", transform=ax.transAxes)
     missing = len(table) - len(shown)
-    ax.set_title(f"{track}: time to target, mean and 95% CI over seeds" + (f"\n({missing} groups never reached it)" if missing else ""))
+    ax.set_title(f"{track}: {'train time' if rule == 'time' else 'steps'} of the entries that meet the {rule} rule"
+                 + (f"\n({missing} other entries do not meet it)" if missing else ""))
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)
     return {"path": path, "n_bars": len(bars.patches), "labels": [t.get_text() for t in ax.get_yticklabels()],
-            "widths": [b.get_width() for b in bars.patches]}
+            "widths": [b.get_width() for b in bars.patches], "colors": [matplotlib.colors.to_hex(b.get_facecolor()) for b in bars.patches]}
 
 
 def loss_curves(curves: dict[str, dict], track: str, target: float, path: Path, x: str) -> dict:
     """Validation loss of each optimizer's best group against wall-clock (x='time_s') or steps
     (x='steps'): mean over seeds with the range over seeds as a band, zoomed near the target (down
-    to the lowest loss, up to where every curve ends)."""
+    to the lowest loss, up to where every curve ends). Not drawn when no mean curve reaches the
+    target: the zoom would show only tails far above it."""
+    if not curves:
+        return skipped(path, "no completed runs")
+    if not any(np.any(c["mean"] <= target) for c in curves.values()):
+        lowest = min(float(np.min(c["mean"])) for c in curves.values())
+        return skipped(path, f"no mean curve reaches the target {target} (lowest {lowest:.4f}): only tails far above it")
     fig, ax = plt.subplots(figsize=(8, 5))
-    order = list(curves)
     lines = []
-    low = min((min(float(np.min(c["lo"])), target) for c in curves.values()), default=target)
-    finals = max((float(c["hi"][-1]) for c in curves.values()), default=target)
+    low = min(min(float(np.min(c["lo"])), target) for c in curves.values())
+    finals = max(float(c["hi"][-1]) for c in curves.values())
     high = max(target + 2.5 * max(target - low, 0.02 * target), finals + 0.1 * (finals - low))  # every curve's end in view
     for name, c in curves.items():
-        (line,) = ax.plot(c[x], c["mean"], label=f"{name} (n={c['n']})", color=_color(name, order), lw=1.8, marker="o", ms=3)
+        (line,) = ax.plot(c[x], c["mean"], label=f"{name} (n={c['n']})", color=optimizer_color(name), lw=1.8, marker="o", ms=3)
         ax.fill_between(c[x], c["lo"], c["hi"], color=line.get_color(), alpha=0.2, lw=0)
         lines.append(line)
     ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target}")
-    if curves:
-        pad = 0.05 * (high - low)
-        ax.set_ylim(low - pad, high)
-        inside = [c[x][np.argmax(c["mean"] <= high)] for c in curves.values() if np.any(c["mean"] <= high)]
-        if inside:
-            ax.set_xlim(left=0.9 * min(inside))
-        ax.legend()
-    else:
-        ax.text(0.5, 0.5, "no completed runs", ha="center", va="center", transform=ax.transAxes)
+    pad = 0.05 * (high - low)
+    ax.set_ylim(low - pad, high)
+    inside = [c[x][np.argmax(c["mean"] <= high)] for c in curves.values() if np.any(c["mean"] <= high)]
+    if inside:
+        ax.set_xlim(left=0.9 * min(inside))
+    ax.legend()
     ax.set_xlabel("train time (s)" if x == "time_s" else "step")
     ax.set_ylabel("validation loss")
     ax.set_title(f"{track}: validation loss (mean, band = range over seeds), best group per optimizer")
     ax.grid(alpha=0.3)
     _save(fig, path)
     return {"path": path, "n_curves": len(lines), "labels": [ln.get_label() for ln in lines], "n_bands": len(ax.collections),
-            "ylim": ax.get_ylim()}
+            "ylim": ax.get_ylim(), "colors": [matplotlib.colors.to_hex(ln.get_color()) for ln in lines]}
 
 
 def speedup_bars(table: pd.DataFrame, run_times: dict[str, list[float]], track: str, path: Path, baseline: str = "adamw") -> dict:
-    """Speedup of each group over the baseline optimizer's best group (ratio of mean times to
-    target), with a 95 % bootstrap interval of the ratio."""
+    """Speedup of each entry that meets the rule over the baseline optimizer's best such entry:
+    ratio of mean train times with a 95 % bootstrap interval (time), or of schedule lengths (steps).
+    Not drawn when there is nothing to compare (no baseline entry, or no other entry beside it)."""
     col = f"speedup_{baseline}"
-    shown = table[table[col].notna()].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(8, 0.55 * max(len(shown), 1) + 1.8))
+    shown = table[table[col].notna()].reset_index(drop=True) if len(table) else table
+    if shown.empty:
+        return skipped(path, f"no {baseline} entry meets the rule on this track: nothing to compare with")
+    if (shown["group"] == shown[f"baseline_{baseline}"]).all():
+        return skipped(path, f"only {baseline} itself meets the rule: nothing to compare")
+    rule = table["rule"].iloc[0]
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(shown) + 1.8))
     points, lows, highs = [], [], []
     for r in shown.itertuples():
-        point, lo, hi = stats.ratio_interval(run_times[getattr(r, f"baseline_{baseline}")], run_times[r.group])
+        if rule == "time":
+            point, lo, hi = stats.ratio_interval(run_times[getattr(r, f"baseline_{baseline}")], run_times[r.group])
+        else:
+            point, lo, hi = getattr(r, col), math.nan, math.nan
         points.append(point)
         lows.append(0 if math.isnan(lo) else point - lo)
         highs.append(0 if math.isnan(hi) else hi - point)
-    order = list(dict.fromkeys(table["optimizer"]))
     y = np.arange(len(shown))
-    bars = ax.barh(y, points, xerr=[lows, highs], capsize=4, alpha=0.85, color=[_color(o, order) for o in shown["optimizer"]])
+    bars = ax.barh(y, points, xerr=[lows, highs], capsize=4, alpha=0.85, color=[optimizer_color(o) for o in shown["optimizer"]])
     ax.axvline(1.0, color="black", lw=1)
     ax.set_yticks(y, [_label(r) for r in shown.itertuples()])
     ax.invert_yaxis()
-    ax.set_xlabel(f"speedup over {baseline} (its mean time to target / this group's)")
-    title = f"{track}: speedup over {baseline}, 95% bootstrap CI"
-    if shown.empty:
-        ax.text(0.5, 0.5, f"no {baseline} group reached the target on this track", ha="center", va="center", transform=ax.transAxes)
-    ax.set_title(title)
+    what = "mean train time" if rule == "time" else "steps T"
+    ax.set_xlabel(f"speedup over {baseline} (its {what} / this entry's)")
+    ax.set_title(f"{track}: speedup over {baseline}" + (", 95% bootstrap CI" if rule == "time" else " in steps"))
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)
     return {"path": path, "n_bars": len(bars.patches), "widths": [b.get_width() for b in bars.patches]}
 
 
-def performance_profile(best_times: dict[str, dict[str, float]], path: Path) -> dict:
+def performance_profile(best_scores: dict[str, dict[str, float]], path: Path) -> dict:
     """Dolan-Moré performance profile across tracks: for each optimizer, the fraction of tracks on
-    which its best time to target is within a factor tau of the fastest optimizer's."""
-    tracks = sorted(best_times)
-    optimizers = sorted({o for t in tracks for o in best_times[t]})
+    which its best score (under each track's rule) is within a factor tau of the best optimizer's.
+    Not drawn with fewer than two tracks that have a finite score: over one track it only restates
+    that track's ranking."""
+    tracks = sorted(t for t, v in best_scores.items() if any(math.isfinite(x) for x in v.values()))
+    if len(tracks) < 2:
+        return skipped(path, f"{len(tracks)} track{'s' if len(tracks) != 1 else ''} with an entry that meets its rule: "
+                             "a performance profile needs at least two to say more than the table")
+    optimizers = sorted({o for t in tracks for o in best_scores[t]})
     ratios = {o: [] for o in optimizers}
     for t in tracks:
-        finite = [v for v in best_times[t].values() if math.isfinite(v)]
-        best = min(finite) if finite else math.nan
+        best = min(v for v in best_scores[t].values() if math.isfinite(v))
         for o in optimizers:
-            v = best_times[t].get(o, math.inf)
-            ratios[o].append(v / best if math.isfinite(v) and finite else math.inf)
+            v = best_scores[t].get(o, math.inf)
+            ratios[o].append(v / best if math.isfinite(v) else math.inf)
     finite_r = [r for rs in ratios.values() for r in rs if math.isfinite(r)]
     tau_max = max(2.0, 1.1 * max(finite_r, default=1.0))
     taus = np.linspace(1.0, tau_max, 400)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     profiles = {}
     for i, o in enumerate(optimizers):
-        rho = np.array([np.mean([r <= tau for r in ratios[o]]) for tau in taus]) if tracks else np.zeros_like(taus)
-        ax.step(taus, rho, where="post", label=o, color=_color(o, optimizers), lw=2, ls=("-", "--", ":", "-.")[i % 4])
+        rho = np.array([np.mean([r <= tau for r in ratios[o]]) for tau in taus])
+        ax.step(taus, rho, where="post", label=o, color=optimizer_color(o), lw=2, ls=("-", "--", ":", "-.")[i % 4])
         profiles[o] = rho
     ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("τ (time to target / best time on the track)")
+    ax.set_xlabel("τ (score / best score on the track; each track's rule)")
     ax.set_ylabel("fraction of tracks within τ")
-    ax.set_title(f"performance profile over {len(tracks)} track{'s' if len(tracks) != 1 else ''}")
+    ax.set_title(f"performance profile over {len(tracks)} tracks")
     ax.grid(alpha=0.3)
-    if optimizers:
-        ax.legend()
+    ax.legend()
     _save(fig, path)
     return {"path": path, "n_lines": len(ax.get_lines()), "ratios": ratios, "taus": taus, "profiles": profiles}
 

@@ -17,7 +17,7 @@ import numpy as np
 from scipy import stats
 
 CONFIDENCE = 0.95
-ALPHA = 0.01  # the GPT-2 speedrun rule: mean val loss below the target with p < 0.01
+ALPHA = 0.01  # modded-nanogpt's main track: ttest_1samp(losses, target, alternative="less").pvalue < 0.01
 POWER = 0.8
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0
@@ -163,3 +163,72 @@ def ratio_interval(base, values, confidence: float = CONFIDENCE, seed: int = BOO
                           vectorized=True, confidence_level=confidence, n_resamples=n_resamples,
                           rng=np.random.default_rng(seed), method="percentile")
     return (point, float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+# ---- the fixed-sigma rule of modded-nanogpt's optimization track (track 3) ----------------------
+# The constants are track data (nanogpt.tracks.Track.steps_sigma, steps_threshold,
+# steps_loss_per_step); the formulas are here.
+
+
+def steps_margin(values, target: float) -> float:
+    """(target - mean) * sqrt(n) over the finite values: the statistic that track 3 compares with its
+    threshold (sigma * z = 0.0013 * 3.09 = 0.004 for p < 0.001 with sigma fixed). NaN without values."""
+    x = clean(values)
+    return float((target - x.mean()) * math.sqrt(len(x))) if len(x) else math.nan
+
+
+def pairwise_margin(values, steps: int, reference, reference_steps: int, loss_per_step: float) -> float:
+    """Track 3's comparison with a record: (dloss + dsteps * loss_per_step) / sqrt(1/n1 + 1/n2), with
+    dloss = mean(reference) - mean(values) (lower loss is better) and dsteps = reference_steps - steps
+    (fewer steps is better), each step worth `loss_per_step` of loss. NaN when a group is empty."""
+    x, y = clean(values), clean(reference)
+    if not len(x) or not len(y):
+        return math.nan
+    gain = float(y.mean() - x.mean()) + (reference_steps - steps) * loss_per_step
+    return gain / math.sqrt(1 / len(x) + 1 / len(y))
+
+
+def z_p(margin: float, sigma: float) -> float:
+    """The one-sided p-value that a margin means under a fixed sigma (margin / sigma is z)."""
+    return math.nan if math.isnan(margin) else float(stats.norm.sf(margin / sigma))
+
+
+def _runs_for_gain(gain: float, threshold: float, sigma: float, power: float, fixed: float = 0.0) -> int | None:
+    """Smallest n with P(margin >= threshold) >= power when the true gain is `gain`, the margin being
+    gain / sqrt(1/n + fixed) plus noise of sd sigma (the fixed-sigma model); None if none <= MAX_RUNS."""
+    if not gain > 0:
+        return None
+    need = threshold + float(stats.norm.ppf(power)) * sigma  # the expected margin that passes with `power`
+    room = (gain / need) ** 2 - fixed  # 1/n must not exceed this
+    if room <= 0:
+        return None
+    n = max(1, math.ceil(1 / room - 1e-12))
+    return n if n <= MAX_RUNS else None
+
+
+def runs_for_margin(values, target: float, threshold: float, sigma: float, power: float = POWER) -> int | None:
+    """Runs in total for the fixed-sigma target rule to pass with probability `power`, if the observed
+    mean were the truth (the spread is sigma by the rule). None without values or above the target."""
+    x = clean(values)
+    return _runs_for_gain(float(target - x.mean()), threshold, sigma, power) if len(x) else None
+
+
+def runs_for_pairwise(values, steps: int, reference, reference_steps: int, loss_per_step: float, threshold: float,
+                      sigma: float, power: float = POWER) -> int | None:
+    """Runs of the new group for the pairwise rule against `reference` (kept as is) to pass with
+    probability `power`, if the observed means were the truth."""
+    x, y = clean(values), clean(reference)
+    if not len(x) or not len(y):
+        return None
+    gain = float(y.mean() - x.mean()) + (reference_steps - steps) * loss_per_step
+    return _runs_for_gain(gain, threshold, sigma, power, 1 / len(y))
+
+
+def median_with_misses(reached, n: int) -> float:
+    """AlgoPerf's aggregate of a first-crossing measure: the median over all n runs, a run that missed
+    the target (or diverged) counting as infinite; infinite when half or more of the runs missed
+    (for even n, the middle pair then holds an infinity). NaN when n = 0."""
+    x = clean(reached)
+    if n == 0:
+        return math.nan
+    return float(np.median(np.concatenate([x, np.full(n - len(x), math.inf)])))

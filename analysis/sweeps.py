@@ -199,21 +199,30 @@ def run_sweep(track: str, optimizer: str, sets: list[str], steps: int | None, no
     return entry
 
 
-def probe_passes(trial: dict, rows: list[dict], target: float, alpha: float) -> dict:
-    """A step-search probe passes when no run diverged and the mean final loss is below the
-    target with p < alpha (the submission rule)."""
-    test = stats.below_target([r["final_val_loss"] for r in rows if r["status"] == "ok"], target)
-    return jsonable({**trial, "p": test.p, "passed": bool(trial["n_diverged"] == 0 and test.p < alpha)})
+def probe_passes(trial: dict, rows: list[dict], target: float, rule) -> dict:
+    """A step-search probe passes when its runs would be evidence under `rule` (a submission's
+    test: `time`, no run diverged and the one-sided t-test on the final losses gives p < alpha;
+    `steps`, no run diverged and the fixed-sigma margin reaches the threshold)."""
+    from analysis.submissions import assess, run_facts
+
+    a = assess([run_facts(r) for r in rows], target, rule, accept_contended=True)  # contention does not change a loss
+    test = a["test"]
+    extra = {"p": test["p"]} if rule.name == "time" else {"p": test["p"], "margin": test["margin"]}
+    return jsonable({**trial, **extra, "passed": bool(trial["n_diverged"] == 0 and test["passed"])})
 
 
 def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, nproc: int, seeds: list[int], records_dir: str,
-               runner: Runner, start: int, max_steps: int | None, tolerance: float, alpha: float = stats.ALPHA,
+               runner: Runner, start: int, max_steps: int | None, tolerance: float, rule_name: str | None = None,
                say: Say = print, debug_model: bool = False, data_dir: str | None = None) -> dict:
-    """The shortest schedule (--steps) whose runs meet the target with significance: double (or
-    halve) from `start` to bracket it, then bisect until the bracket is within `tolerance` (a
-    fraction of the step count). Assumes longer schedules do not end at a worse loss."""
+    """The shortest schedule (--steps) that the rule admits (the track's, or `rule_name`): double
+    (or halve) from `start` to bracket it, then bisect until the bracket is within `tolerance` (a
+    fraction of the step count). Assumes longer schedules do not end at a worse loss. The search's
+    runs count in the tuning budget of the configuration it picks."""
+    from analysis.submissions import Rule
     variant = _variant(debug_model, data_dir)
     base = resolve(track, optimizer, sets, start, no_compile, nproc, **variant)
+    rule = Rule.of_track(base.track, rule_name)
+    alpha = rule.alpha
     cap = max_steps or base.track.max_steps
     if not 1 <= start <= cap:
         raise UserError(f"--start {start}: must lie in [1, {cap}] (the track's step budget or --max-steps)")
@@ -221,7 +230,8 @@ def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, np
         raise UserError("--seeds: the target test needs at least 2 seeds per step count")
     search = {"start": start, "max_steps": cap, "tolerance": tolerance, "alpha": alpha}
     sid = sweep_id({"kind": "steps", "track": track, "optimizer": optimizer, "sets": sets, "no_compile": no_compile, "nproc": nproc,
-                    "search": search, "seeds": seeds, **_shown(variant)})
+                    "search": search, "seeds": seeds, **_shown(variant)} | ({} if rule.name == "time" else {"rule": rule.params()}))
+    search |= {"rule": rule.name, "rule_params": rule.params()}  # (the time rule's sweep ids stay those of earlier searches)
     say(f"step search {sid}: {optimizer} on {track}, {len(seeds)} seeds per step count, target {base.track.target}")
     t0, probes, spent = time.monotonic(), {}, {"launched": 0, "cpu_s": 0.0}
 
@@ -231,10 +241,11 @@ def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, np
             made = ensure_runs(spec, seeds, records_dir, runner)
             spent["launched"] += made.launched
             spent["cpu_s"] += made.cpu_s
-            probes[steps] = probe_passes(summarize_trial({"steps": str(steps)}, spec, made.rows), made.rows, spec.track.target, alpha)
+            probes[steps] = probe_passes(summarize_trial({"steps": str(steps)}, spec, made.rows), made.rows, spec.track.target, rule)
             p = probes[steps]
-            say(f"  steps {steps}: mean final loss {stats.fmt(p['mean_final_val_loss'], '.4f')}, p = {stats.fmt(p['p'], '.3g')} -> "
-                f"{'meets' if p['passed'] else 'misses'} the target")
+            shown = f"p = {stats.fmt(p['p'], '.3g')}" if rule.name == "time" else f"margin = {stats.fmt(p['margin'], '.4f')}"
+            say(f"  steps {steps}: mean final loss {stats.fmt(p['mean_final_val_loss'], '.4f')}, {shown} -> "
+                f"{'meets' if p['passed'] else 'misses'} the target under the {rule.name} rule")
         return probes[steps]["passed"]
 
     lo, hi = 0, None
@@ -259,7 +270,8 @@ def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, np
             lo = mid
     trials = [probes[s] for s in sorted(probes)]
     winner = None if hi is None else {"overrides": {"steps": str(hi)}, "group": probes[hi]["group"],
-                                      "criterion": f"shortest schedule meeting the target with p < {alpha}"}
+                                      "criterion": f"shortest schedule meeting the target under the {rule.name} rule"
+                                      + (f" (p < {alpha})" if rule.name == "time" else f" (margin >= {rule.threshold})")}
     entry = _entry("steps", sid, base, search, seeds, trials, winner,
                    budget(trials, spent["launched"], spent["cpu_s"], time.monotonic() - t0))
     append_entry(sweeps_path(records_dir), entry)
@@ -272,7 +284,7 @@ def steps_winner(trials: list[dict]) -> int | None:
     return min(passed, default=None)
 
 
-def submit_command(entry: dict, seeds: str = "0-4") -> str | None:
+def submit_command(entry: dict, seeds: str = "0-4", rule: str | None = None) -> str | None:
     """The scripts/submit.py command line for a search's winner."""
     if entry["winner"] is None:
         return None
@@ -281,7 +293,7 @@ def submit_command(entry: dict, seeds: str = "0-4") -> str | None:
         i = cli.index("--steps")
         del cli[i : i + 2]
     cli += [a for k, v in overrides.items() for a in (("--steps", v) if k == "steps" else ("--set", f"{k}={v}"))]
-    return " ".join(["python scripts/submit.py", *cli, "--seeds", seeds])
+    return " ".join(["python scripts/submit.py", *cli, "--seeds", seeds, *(["--rule", rule] if rule else [])])
 
 
 def _show(overrides: dict) -> str:

@@ -6,8 +6,10 @@ against its hashes. Nothing in the table, the submissions or the sweeps is trust
   clock, evaluations on the track's cadence); the row recomputed from those lines must equal both
   the log's result section and the table row, cell by cell;
 - a submission: its runs must be verified runs of one configuration over distinct seeds, its
-  record comparison must name the record current when it was made, and its statistics and
-  decision must come out the same when recomputed from the logs;
+  record comparison must name the record current (under its rule) when it was made, and its
+  statistics and decision must come out the same when recomputed from the logs under the rule it
+  states (an entry without a `rule` was decided by the legacy first-crossing rule and is
+  recomputed that way);
 - a sweep or step search: its runs must be verified, and its budget and winner must recompute.
 """
 
@@ -18,7 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.records import read_entries, read_raw_rows, row_from_log, submissions_path, sweeps_path
-from analysis.submissions import check_group, current_record, decide, key_values, run_facts
+from analysis.submissions import (
+    Rule,
+    check_group,
+    current_record,
+    decide,
+    decide_legacy,
+    key_values,
+    legacy_current_record,
+    run_facts,
+    schedule_steps,
+)
 from analysis.sweeps import choose_winner, steps_winner
 from nanogpt.errors import UserError
 from nanogpt.recording import COLUMNS, LOG_VERSIONS, cell, group_id
@@ -137,13 +149,21 @@ def verify_submission(entry: dict, earlier: list[dict], rows: dict[str, dict], b
     identity = {"group": group_id(first), "key": key_values(first), "track": first["track"], "hardware": first["hardware"],
                 "optimizer": first["optimizer"], "target": float(first["target"])}
     problems += diff_values({k: entry.get(k) for k in identity}, identity)
-    expected = current_record(earlier, entry["track"], entry["hardware"], exclude_group=entry["group"])
+    legacy = "rule" not in entry  # decided before the rules split: recomputed the way it was decided
+    try:
+        rule = None if legacy else Rule.of_entry(entry)
+    except (KeyError, TypeError, UserError) as e:
+        return [*problems, f"rule {entry.get('rule')!r} with parameters {entry.get('rule_params')!r} is not valid ({e})"]
+    expected = (legacy_current_record(earlier, entry["track"], entry["hardware"], exclude_group=entry["group"]) if legacy
+                else current_record(earlier, entry["track"], entry["hardware"], rule, exclude_group=entry["group"]))
     against = entry["record_test"]["against"]
     if (expected and expected["submission_id"]) != against:
         problems.append(f"compared with record {against!r}, but the record when it was made was "
                         f"{expected['submission_id'] if expected else None!r}")
     facts = sorted((run_facts(r) for r in used), key=lambda f: f["seed"])
-    recomputed = decide(facts, entry["target"], expected, entry["alpha"], entry["confidence"], bool(entry.get("accepted_contended")))
+    accepted = bool(entry.get("accepted_contended"))
+    recomputed = (decide_legacy(facts, entry["target"], expected, entry["alpha"], entry["confidence"], accepted) if legacy
+                  else decide(facts, entry["target"], schedule_steps(first["hparams"]), expected, rule, entry["confidence"], accepted))
     return problems + diff_values({k: entry.get(k) for k in recomputed}, recomputed)
 
 

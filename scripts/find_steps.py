@@ -1,12 +1,16 @@
-"""Find the shortest schedule (--steps) whose runs meet the target with significance.
+"""Find the shortest schedule (--steps) that the track's rule admits: the way to make a record.
 
     python scripts/find_steps.py --optimizer muon --seeds 0-2 [--start 400] [--max-steps 1200] [--tolerance 0.05]
+    python scripts/find_steps.py --optimizer muon --seeds 0-2 --rule steps     # under the other rule
 
 Each probed step count is run with every seed (recorded runs are reused, so an interrupted
-search resumes); a step count passes when no run diverged and the mean final val loss is below
-the target with p < 0.01. The search doubles or halves from --start to bracket the answer, then
-bisects until the bracket is within --tolerance of it. Every run is recorded, and the search
-(probes, winner, budget) is appended to records/sweeps.jsonl. Exit status 1 if no step count up
+search resumes); a step count passes when its runs would be evidence under the rule: no run
+diverged and, under `time`, the mean final val loss is below the target with p < 0.01 (one-sided
+t-test), under `steps`, (target - mean) x sqrt(n) >= 0.004 (track 3's fixed sigma). The search
+doubles or halves from --start to bracket the answer, then bisects until the bracket is within
+--tolerance of it. Every run is recorded, and the search
+(probes, winner, budget) is appended to records/sweeps.jsonl; its budget counts in the tuning
+budget that the leaderboard shows for the configuration it picks. Exit status 1 if no step count up
 to the maximum meets the target.
 """
 
@@ -16,19 +20,21 @@ import argparse
 import sys
 
 from analysis.launch import Runner, add_run_arguments, parse_seeds, subprocess_runner
+from analysis.submissions import RULES
 from analysis.sweeps import find_steps, submit_command
 from nanogpt.errors import UserError, entry_point
 from nanogpt.tracks import get_track
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Shortest schedule length meeting the target with significance.",
+    p = argparse.ArgumentParser(description="Shortest schedule length that the rule admits.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_run_arguments(p)
     p.add_argument("--seeds", default="0-2", help="seeds per step count (at least 2)")
     p.add_argument("--start", type=int, default=None, help="first step count to try (None: --steps, else the track's)")
     p.add_argument("--max-steps", type=int, default=None, help="largest step count to try (None: the track's step budget)")
     p.add_argument("--tolerance", type=float, default=0.05, help="stop when the bracket is within this fraction")
+    p.add_argument("--rule", choices=RULES, default=None, help="the rule a step count must meet (default: the track's)")
     return p.parse_args(argv)
 
 
@@ -40,7 +46,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
     start = args.start or args.steps or get_track(args.track).steps
     runner = runner or subprocess_runner(args.nproc, args.save_checkpoint)
     entry = find_steps(args.track, args.optimizer, args.set, args.no_compile, args.nproc, parse_seeds(args.seeds),
-                       args.records_dir, runner, start, args.max_steps, args.tolerance,
+                       args.records_dir, runner, start, args.max_steps, args.tolerance, args.rule,
                        debug_model=args.debug_model, data_dir=args.data_dir)
     b = entry["budget"]
     print(f"budget: {b['trials']} step counts, {b['runs']} runs, {b['device_s']:.0f} device-seconds of training")
@@ -48,7 +54,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         print(f"no step count up to {entry['search']['max_steps']} meets the target")
         return 1
     print(f"shortest schedule meeting the target: --steps {entry['winner']['overrides']['steps']}  [group {entry['winner']['group']}]")
-    print(f"next: {submit_command(entry)}")
+    print(f"next: {submit_command(entry, rule=args.rule)}")
     return 0
 
 

@@ -4,11 +4,15 @@
     python scripts/leaderboard.py --all                    # also configurations that were never submitted
     python scripts/leaderboard.py --out DIR                # + DIR/leaderboard.md and the plots
     python scripts/leaderboard.py --out records/plots --readme   # + rewrite README.md between the leaderboard markers
+    python scripts/leaderboard.py --rule steps             # the other view of the same runs: ranked by steps
 
-Plots per track (DIR/<track>/): time_to_target.png (bar per group, 95% CI, seeds as dots),
-loss_vs_time.png and loss_vs_steps.png (best group per optimizer, mean and range over seeds,
-zoomed near the target), speedup_adamw.png (bootstrap CI); across tracks:
-DIR/performance_profile.png.
+Each track is ranked by its own rule (nanogpt/tracks.py: `time`, the mean train time of whole runs
+of a fixed schedule), or by --rule for every track (`steps`: the schedule length T under track 3's
+fixed-sigma rule; steps do not depend on the machine). Plots per track (DIR/<track>/): the score
+(train_time.png or steps.png: one bar per entry that meets the rule), loss_vs_time.png and
+loss_vs_steps.png (best group per optimizer, mean and range over seeds, zoomed near the target),
+speedup_adamw.png; across tracks: DIR/performance_profile.png. A figure that would carry no
+information is not drawn (the Markdown says why in its place).
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from analysis.leaderboard import (
     run_times,
     to_markdown,
 )
+from analysis.submissions import RULES
 from nanogpt.errors import UserError, entry_point
 from nanogpt.tracks import ROOT, TRACKS
 
-FIGURES = ("time_to_target", "loss_vs_time", "loss_vs_steps", "speedup_adamw")
+SCORE_FIGURE = {"time": "train_time", "steps": "steps"}
+FIGURES = ("loss_vs_time", "loss_vs_steps", "speedup_adamw")
 
 
 def track_names(records: Records, wanted: list[str]) -> list[str]:
@@ -44,40 +50,56 @@ def track_names(records: Records, wanted: list[str]) -> list[str]:
     return wanted or present
 
 
-def render_track(records: Records, track: str, include_unsubmitted: bool, out: Path | None) -> tuple[str, dict]:
-    """The track's Markdown and (with `out`) its figures; returns the Markdown and what each figure drew."""
-    table = leaderboard(records, track, include_unsubmitted)
+def render_track(records: Records, track: str, include_unsubmitted: bool, out: Path | None,
+                 rule: str | None = None) -> tuple[str, dict]:
+    """The track's Markdown and (with `out`) its figures; returns the Markdown and what each figure
+    drew (or why it was left out)."""
+    table = leaderboard(records, track, include_unsubmitted, rule)
     target = float(table["target"].iloc[0]) if len(table) else TRACKS[track].target if track in TRACKS else None
     hidden = 0 if include_unsubmitted or records.table.empty else (
         records.table[records.table["track"] == track]["group"].nunique() - len(table))
     note = f" {hidden} configurations with runs were never submitted (--all shows them)." if hidden > 0 else ""
-    markdown = to_markdown(table, track, target, note)
+    markdown = to_markdown(table, track, target, note, rule)
     drawn: dict = {}
     if out is not None and len(table):
         folder = out / track
+        judged = table["rule"].iloc[0]
+        for other, name in SCORE_FIGURE.items():  # the other rule's score figure would be stale
+            if other != judged:
+                (folder / f"{name}.png").unlink(missing_ok=True)
+        (folder / "time_to_target.png").unlink(missing_ok=True)  # the first-crossing bars of earlier versions
         times = run_times(records, table)
         best = best_per_optimizer(table)
         curves = {r.optimizer: c for r in best.itertuples() if (c := curve(records, r.run_ids)) is not None}
-        drawn["time_to_target"] = plots.time_bars(table, times, track, folder / "time_to_target.png")
+        name = SCORE_FIGURE[judged]
+        drawn[name] = plots.score_bars(table, times, track, folder / f"{name}.png")
         drawn["loss_vs_time"] = plots.loss_curves(curves, track, target, folder / "loss_vs_time.png", "time_s")
         drawn["loss_vs_steps"] = plots.loss_curves(curves, track, target, folder / "loss_vs_steps.png", "steps")
         drawn["speedup_adamw"] = plots.speedup_bars(table, times, track, folder / "speedup_adamw.png")
     return markdown, drawn
 
 
-def best_times(records: Records, tracks: list[str], include_unsubmitted: bool) -> dict[str, dict[str, float]]:
-    """Per track, each optimizer's best mean time to target (infinite if no group of it reached it every time)."""
+def best_scores(records: Records, tracks: list[str], include_unsubmitted: bool, rule: str | None = None) -> dict[str, dict[str, float]]:
+    """Per track, each optimizer's best score under the track's rule (infinite if no entry of it meets the rule)."""
     out = {}
     for track in tracks:
-        table = leaderboard(records, track, include_unsubmitted)
-        out[track] = {r.optimizer: (r.time_mean if r.n_reached == r.n else math.inf) for r in best_per_optimizer(table).itertuples()} \
+        table = leaderboard(records, track, include_unsubmitted, rule)
+        out[track] = {r.optimizer: (r.score if r.tier < 2 else math.inf) for r in best_per_optimizer(table).itertuples()} \
             if len(table) else {}
     return out
 
 
+def image(name: str, drawn: dict, readme_dir: Path, title: str) -> str:
+    """A figure's Markdown: its image, or why it was left out."""
+    if "skipped" in drawn:
+        return f"*{title}: not drawn ({drawn['skipped']}).*"
+    return f"![{title}]({os.path.relpath(drawn['path'], readme_dir)})"
+
+
 def with_images(markdown: str, track: str, drawn: dict, readme_dir: Path) -> str:
-    links = [f"![{track} {name}]({os.path.relpath(d['path'], readme_dir)})" for name, d in drawn.items()]
-    return markdown + ("\n" + " ".join(links) + "\n" if links else "")
+    shown = [image(name, d, readme_dir, f"{track} {name}") for name, d in drawn.items() if "skipped" not in d]
+    left = [image(name, d, readme_dir, f"{track} {name}") for name, d in drawn.items() if "skipped" in d]
+    return markdown + ("\n" + " ".join(shown) + "\n" if shown else "") + "".join(f"\n{x}\n" for x in left)
 
 
 @entry_point()
@@ -88,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--track", action="append", default=[], help="only this track (repeatable); empty: every track with records")
     p.add_argument("--all", action="store_true", help="include configurations that were never submitted")
     p.add_argument("--out", metavar="DIR", type=Path, help="write DIR/leaderboard.md and the plots into DIR; unset: print only")
+    p.add_argument("--rule", choices=RULES, default=None,
+                   help="rank every track by this rule instead of its own (the other view of the same runs)")
     p.add_argument("--readme", metavar="PATH", nargs="?", const=str(ROOT / "README.md"), type=Path,
                    help=f"rewrite the leaderboard section of this README (the flag alone: {ROOT / 'README.md'})")
     args = p.parse_args(argv)
@@ -95,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     tracks = track_names(records, args.track)
     sections = []
     for track in tracks:
-        markdown, drawn = render_track(records, track, args.all, args.out)
+        markdown, drawn = render_track(records, track, args.all, args.out, args.rule)
         sections.append((track, markdown, drawn))
+    profile = None
     if args.out is not None and tracks:
-        plots.performance_profile(best_times(records, tracks, args.all), args.out / "performance_profile.png")
+        profile = plots.performance_profile(best_scores(records, tracks, args.all, args.rule), args.out / "performance_profile.png")
     text = "\n".join(md for _, md, _ in sections) or "No runs recorded yet.\n"
     print(text)
     if args.out is not None:
@@ -108,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme is not None:
         readme_dir = args.readme.resolve().parent
         body = "\n".join(with_images(md, t, d, readme_dir) for t, md, d in sections) or "No runs recorded yet.\n"
-        if args.out is not None:
-            body += f"\n![performance profile]({os.path.relpath(args.out.resolve() / 'performance_profile.png', readme_dir)})\n"
+        if profile is not None:
+            body += "\n" + image("performance_profile", profile, readme_dir, "performance profile") + "\n"
         replace_readme_section(args.readme, body)
         print(f"updated the leaderboard section of {args.readme}")
     return 0

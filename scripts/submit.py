@@ -4,7 +4,12 @@
     python scripts/submit.py --optimizer muon --seeds 0-4 --collect-only     # only runs already recorded
     python scripts/submit.py --runs RUN_ID RUN_ID ...                         # exactly these runs
 
-Seeds without a completed run of the configuration are run (python run.py --quiet ...); runs
+    python scripts/submit.py --optimizer muon --seeds 0-4 --rule steps        # decide under the other rule
+
+The decision follows the track's rule (nanogpt/tracks.py: `time` for every track now), or --rule:
+`time` scores the mean train time of the whole runs of the schedule and tests the final losses
+(one-sided t-test, p < 0.01); `steps` scores the schedule length T and applies modded-nanogpt
+track 3's fixed-sigma rule. Seeds without a completed run of the configuration are run (python run.py --quiet ...); runs
 already in the table are reused. The decision and its numbers are appended to
 records/submissions.jsonl, which the leaderboards read. Exit status: 0 with evidence, 1 without,
 2 on bad input.
@@ -17,7 +22,7 @@ import sys
 
 from analysis.launch import Runner, add_run_arguments, ensure_runs, launch_spec, parse_seeds, subprocess_runner
 from analysis.records import append_entry, read_entries, read_table, submissions_path
-from analysis.submissions import check_group, current_record, describe, make_entry
+from analysis.submissions import RULES, Rule, check_group, current_record, describe, make_entry
 from nanogpt.errors import UserError, entry_point
 from nanogpt.recording import group_id
 
@@ -32,6 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runs", nargs="+", metavar="RUN_ID", help="submit exactly these recorded runs (instead of --seeds)")
     p.add_argument("--accept-contended", action="store_true",
                    help="take runs timed on a busy machine as evidence (the entry and the leaderboard say so)")
+    p.add_argument("--rule", choices=RULES, default=None,
+                   help="decide under this rule instead of the track's own (records/README.md: The rules)")
     p.add_argument("--dry-run", action="store_true", help="print the decision without appending it to submissions.jsonl")
     return p.parse_args(argv)
 
@@ -57,8 +64,9 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         rows = ensure_runs(spec, parse_seeds(args.seeds), args.records_dir, runner, args.collect_only).rows
     check_group(rows)
     path = submissions_path(args.records_dir)
-    record = current_record(read_entries(path, ("submission",)), rows[0]["track"], rows[0]["hardware"], group_id(rows[0]))
-    entry = make_entry(rows, record, accept_contended=args.accept_contended)
+    rule = Rule.of_track(rows[0]["track"], args.rule)
+    record = current_record(read_entries(path, ("submission",)), rows[0]["track"], rows[0]["hardware"], rule, group_id(rows[0]))
+    entry = make_entry(rows, record, rule, accept_contended=args.accept_contended)
     if not args.dry_run:
         append_entry(path, entry)
     print(describe(entry))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import load_script
 from fake_runs import fake_run, record
+from matplotlib.colors import to_hex
 
 from analysis import plots
 from analysis.leaderboard import (
@@ -32,13 +33,14 @@ submit, sweep, board_cli = load_script("submit"), load_script("sweep"), load_scr
 
 @pytest.fixture
 def board(tmp_path):
-    """AdamW and Muon submitted (3 seeds), a Muon sweep whose winner is the submitted Muon
-    configuration, and three configurations never submitted (the sweep's Muon lr=0.01 and SGD,
-    which never reach the target, and Muon lr=0.025, which does)."""
-    common = ["--records-dir", str(tmp_path), "--steps", "60"]
-    assert submit.main([*common, "--optimizer", "adamw", "--seeds", "0-2"], fake_run) == 0
-    assert submit.main([*common, "--optimizer", "muon", "--seeds", "0-2"], fake_run) == 0
-    assert sweep.main([*common, "--optimizer", "muon", "--grid", "lr=0.01,0.02", "--seeds", "0,1"], fake_run) == 0
+    """AdamW (60 steps) and Muon (40 steps: a shorter schedule, hence a shorter whole run) submitted
+    with 3 seeds, a Muon sweep whose winner is the submitted Muon configuration, and three
+    configurations never submitted (the sweep's Muon lr=0.01 and SGD, which never reach the target,
+    and Muon lr=0.025 at 60 steps, whose runs would pass)."""
+    common = ["--records-dir", str(tmp_path)]
+    assert submit.main([*common, "--steps", "60", "--optimizer", "adamw", "--seeds", "0-2"], fake_run) == 0
+    assert submit.main([*common, "--steps", "40", "--optimizer", "muon", "--seeds", "0-2"], fake_run) == 0
+    assert sweep.main([*common, "--steps", "40", "--optimizer", "muon", "--grid", "lr=0.01,0.02", "--seeds", "0,1"], fake_run) == 0
     record(tmp_path, "muon", [0, 1], "lr=0.025")
     record(tmp_path, "sgd", [0, 1])
     return tmp_path
@@ -46,47 +48,68 @@ def board(tmp_path):
 
 def test_submitted_leaderboard_order_speedups_evidence_and_budget(board):
     table = leaderboard(load_records(board), "tiny-cpu", include_unsubmitted=False)
-    assert list(table["optimizer"]) == ["muon", "adamw"]
+    assert list(table["optimizer"]) == ["muon", "adamw"] and set(table["rule"]) == {"time"}  # the track's rule
     muon, adamw = table.iloc[0], table.iloc[1]
     assert muon.evidence and adamw.evidence and muon.record and not adamw.record
-    assert muon.time_mean < adamw.time_mean
-    assert muon.speedup_adamw == pytest.approx(adamw.time_mean / muon.time_mean) and muon.speedup_adamw > 1
+    assert muon.score == muon.train_mean < adamw.train_mean == adamw.score  # one number: the whole runs' train time
+    assert muon.speedup_adamw == pytest.approx(adamw.train_mean / muon.train_mean) and muon.speedup_adamw > 1
     assert adamw.speedup_adamw == 1.0 and muon.speedup_muon == 1.0
     assert (muon.tuning_trials, muon.tuning_runs) == (2, 4) and adamw.tuning_trials == 0
     df = read_table(board)
-    times = df[df["run_id"].isin(muon.run_ids)]["time_to_target_s"]
-    assert muon.n == 3 and muon.time_mean == pytest.approx(times.mean())
-    assert muon.time_hi - muon.time_mean == pytest.approx(4.3027 * times.std() / math.sqrt(3), rel=1e-3)  # t(0.975, 2)
+    times = df[df["run_id"].isin(muon.run_ids)]["train_time_s"]
+    assert muon.n == 3 and muon.train_mean == pytest.approx(times.mean())
+    assert muon.train_hi - muon.train_mean == pytest.approx(4.3027 * times.std() / math.sqrt(3), rel=1e-3)  # t(0.975, 2)
+    first = df[df["run_id"].isin(muon.run_ids)]["time_to_target_s"]
+    assert muon.crossing_time == pytest.approx(first.median())  # secondary: AlgoPerf's median of the first crossing
 
 
-def test_all_groups_are_ranked_by_evidence_then_time_then_loss(board):
+def test_all_groups_are_ranked_by_evidence_then_the_rules_score_then_loss(board):
     table = leaderboard(load_records(board), "tiny-cpu")
     assert list(table["optimizer"]) == ["muon", "adamw", "muon", "muon", "sgd"]
     assert list(table["evidence"]) == [True, True, None, None, None]
-    assert list(table["config"][[0, 2, 3]]) == ["lr=0.02", "lr=0.025", "lr=0.01"]
+    assert list(table["tier"]) == [0, 0, 1, 2, 2]  # submitted and passing; passing, not submitted; the rest
+    assert list(table["config"][[0, 2, 3]]) == ["lr=0.02, steps=40", "lr=0.025, steps=60", "lr=0.01, steps=40"]
     assert (table["n_reached"][3:] == 0).all() and table["speedup_adamw"][3:].isna().all()
+    assert np.isinf(table["crossing_time"][3:]).all()  # every run missed: infinite, not absent
     assert table.iloc[3].loss_mean < table.iloc[4].loss_mean  # never reached: ranked by final loss
+
+
+def test_the_steps_view_of_the_same_runs_ranks_by_schedule_length(board):
+    table = leaderboard(load_records(board), "tiny-cpu", rule="steps")
+    assert list(table["optimizer"]) == ["muon", "adamw", "muon", "muon", "sgd"] and set(table["rule"]) == {"steps"}
+    assert list(table["score"][:3]) == [40, 60, 60] and table.iloc[0].record
+    assert table.iloc[0].speedup_adamw == 1.5  # T of AdamW / T of Muon: steps do not depend on the machine
+    assert table.iloc[0].margin == pytest.approx((1.6 - table.iloc[0].loss_mean) * math.sqrt(3))
+    text = to_markdown(table, "tiny-cpu", 1.6)
+    assert "rule: steps" in text and "| **T (steps)** |" in text and "first crossing: median step" in text
+    assert "✓ record margin=" in text
 
 
 def test_markdown_table(board):
     records = load_records(board)
     text = to_markdown(leaderboard(records, "tiny-cpu"), "tiny-cpu", 1.6)
+    assert text.startswith("### tiny-cpu (target val loss 1.6; rule: time)")
+    assert "| T (steps) | **train time (s)** |" in text and "first crossing: median time (s) †" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| #")]
     assert len(rows) == 5
     assert "✓ record p=" in rows[0] and "2 trials · 4 runs ·" in rows[0]
-    assert rows[1].count("1.00×") == 1 and "not submitted" in rows[2]
-    assert "| 2 (0 reached) |" in rows[3] and "| 2 (0 reached) |" in rows[4]
+    assert rows[1].count("1.00×") == 1 and "not submitted (its runs would pass)" in rows[2]
+    assert "| ∞ (0/2 reached) |" in rows[3] and "| ∞ (0/2 reached) |" in rows[4]
+    assert "AlgoPerf's way" in text and "ttest_1samp(losses, target, alternative=\"less\")" in text
     assert text == track_markdown(board, "tiny-cpu", 1.6)  # what run.py prints after a run
 
 
-def test_time_bars_draw_one_bar_per_group_that_reached_the_target(board, tmp_path):
+def test_score_bars_draw_one_bar_per_entry_that_meets_the_rule(board, tmp_path):
     records = load_records(board)
     table = leaderboard(records, "tiny-cpu")
-    drawn = plots.time_bars(table, run_times(records, table), "tiny-cpu", tmp_path / "t.png")
-    assert drawn["n_bars"] == 3 == (table["n_reached"] > 0).sum()
-    assert drawn["widths"] == pytest.approx(list(table["time_mean"][:3]))
-    assert drawn["labels"][0].startswith("muon · lr=0.02 (n=3)") and drawn["labels"][0].endswith("✓")
+    drawn = plots.score_bars(table, run_times(records, table), "tiny-cpu", tmp_path / "t.png")
+    assert drawn["n_bars"] == 3 == (table["tier"] < 2).sum()
+    assert drawn["widths"] == pytest.approx(list(table["train_mean"][:3]))
+    assert drawn["labels"][0].startswith("muon · lr=0.02, steps=40 (n=3)") and drawn["labels"][0].endswith("✓")
+    assert drawn["colors"] == [plots.optimizer_color(o) for o in table["optimizer"][:3]]
     assert (tmp_path / "t.png").stat().st_size > 10_000
+    steps = leaderboard(records, "tiny-cpu", rule="steps")
+    assert plots.score_bars(steps, {}, "tiny-cpu", tmp_path / "s.png")["widths"] == [40, 60, 60]
 
 
 def test_loss_curves_are_means_over_seeds_of_each_optimizers_best_group(board, tmp_path):
@@ -98,10 +121,11 @@ def test_loss_curves_are_means_over_seeds_of_each_optimizers_best_group(board, t
               for log in records.table[records.table["run_id"].isin(best.iloc[0].run_ids)]["log"]]
     assert curves["muon"]["mean"][-1] == pytest.approx(np.mean(finals))
     assert curves["muon"]["lo"][-1] == min(finals) and curves["muon"]["hi"][-1] == max(finals)
-    assert list(curves["muon"]["steps"]) == [0, 25, 50, 60]
+    assert list(curves["muon"]["steps"]) == [0, 25, 40]
     for x in ("time_s", "steps"):
         drawn = plots.loss_curves(curves, "tiny-cpu", 1.6, tmp_path / f"{x}.png", x)
         assert drawn["n_curves"] == 3 and drawn["n_bands"] == 3
+        assert drawn["colors"] == [plots.optimizer_color(o) for o in curves]
         lo, hi = drawn["ylim"]
         assert lo < 1.6 < hi < 2.5  # zoomed near the target, not down from the initial loss of 5.5
 
@@ -112,6 +136,20 @@ def test_speedup_bars(board, tmp_path):
     drawn = plots.speedup_bars(table, run_times(records, table), "tiny-cpu", tmp_path / "s.png")
     assert drawn["n_bars"] == 3
     assert drawn["widths"] == pytest.approx(list(table["speedup_adamw"][:3]))
+    alone = table[table["optimizer"] == "adamw"]  # nothing beside the baseline: no chart, and why
+    (tmp_path / "a.png").write_bytes(b"stale")
+    drawn = plots.speedup_bars(alone, run_times(records, alone), "tiny-cpu", tmp_path / "a.png")
+    assert "nothing to compare" in drawn["skipped"] and not (tmp_path / "a.png").exists()
+
+
+def test_one_colour_per_optimizer_in_every_figure():
+    shipped = plots.SHIPPED
+    assert shipped == sorted(shipped) and {"adamw", "muon", "sgd"} <= set(shipped)
+    assert plots.optimizer_color("adamw") == to_hex(plots.COLORS[shipped.index("adamw")])  # not the order of a figure
+    assert len({plots.optimizer_color(o) for o in shipped}) == len(shipped)  # distinct
+    assert plots.optimizer_color("my_opt") == plots.optimizer_color("my_opt") not in {plots.optimizer_color(o) for o in shipped}
+    labels = plots.colors(["sgd", "adamw@lr=0.1", "adamw@lr=0.2"])  # robustness labels: shades of the optimizer's colour
+    assert labels["sgd"] == plots.optimizer_color("sgd") and labels["adamw@lr=0.1"] != labels["adamw@lr=0.2"]
 
 
 def test_performance_profile_fractions(tmp_path):
@@ -122,6 +160,11 @@ def test_performance_profile_fractions(tmp_path):
     at = {t: int(np.searchsorted(taus, t)) for t in (1.0, 1.6, 2.0)}
     assert (prof["muon"][at[1.0]], prof["muon"][at[1.6]], prof["adamw"][at[1.6]], prof["adamw"][at[2.0]]) == (0.5, 1.0, 0.5, 1.0)
     assert not prof["sgd"].any() and drawn["n_lines"] == 3
+
+
+def test_performance_profile_of_one_track_is_left_out_with_the_reason(tmp_path):
+    drawn = plots.performance_profile({"a": {"muon": 1.0, "adamw": 2.0}, "b": {"sgd": math.inf}}, tmp_path / "p.png")
+    assert "1 track with an entry that meets its rule" in drawn["skipped"] and not (tmp_path / "p.png").exists()
 
 
 def test_readme_section_is_replaced_between_markers(tmp_path):
@@ -138,15 +181,22 @@ def test_cli_writes_plots_markdown_and_readme(board, tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_START}\n{README_END}\n")
     out = tmp_path / "plots"
+    (out / "tiny-cpu").mkdir(parents=True)
+    (out / "tiny-cpu" / "time_to_target.png").write_bytes(b"stale")  # a figure of earlier versions is removed
     assert board_cli.main(["--records-dir", str(board), "--out", str(out), "--readme", str(readme)]) == 0
-    for name in ("time_to_target", "loss_vs_time", "loss_vs_steps", "speedup_adamw"):
+    for name in ("train_time", "loss_vs_time", "loss_vs_steps", "speedup_adamw"):
         assert (out / "tiny-cpu" / f"{name}.png").stat().st_size > 10_000
-    assert (out / "performance_profile.png").exists()
+    assert not (out / "tiny-cpu" / "time_to_target.png").exists()
+    assert not (out / "performance_profile.png").exists()  # one track: nothing to profile
     text = readme.read_text()
     assert "\n| 1 | muon |" in text and "\n| 3 | " not in text  # submitted groups only
-    assert "(plots/tiny-cpu/time_to_target.png)" in text and "(plots/performance_profile.png)" in text
+    assert "(plots/tiny-cpu/train_time.png)" in text
+    assert "*performance profile: not drawn (1 track with an entry that meets its rule" in text
     assert "3 configurations with runs were never submitted (--all shows them)" in text
-    assert (out / "leaderboard.md").read_text().startswith("### tiny-cpu (target val loss 1.6)")
+    assert (out / "leaderboard.md").read_text().startswith("### tiny-cpu (target val loss 1.6; rule: time)")
+    assert board_cli.main(["--records-dir", str(board), "--out", str(out), "--rule", "steps"]) == 0
+    assert (out / "tiny-cpu" / "steps.png").exists() and not (out / "tiny-cpu" / "train_time.png").exists()
+    assert "rule: steps" in (out / "leaderboard.md").read_text()
     readme.write_text("no markers\n")
     assert board_cli.main(["--records-dir", str(board), "--readme", str(readme)]) == 2
     assert "markers" in capsys.readouterr().err
@@ -163,10 +213,11 @@ def test_plots_when_no_group_reached_the_target(tmp_path):
     record(tmp_path, "sgd", [0, 1])
     records = load_records(tmp_path)
     table = leaderboard(records, "tiny-cpu")
-    assert plots.time_bars(table, run_times(records, table), "tiny-cpu", tmp_path / "t.png")["n_bars"] == 0
+    assert "no entry meets the time rule" in plots.score_bars(table, run_times(records, table), "tiny-cpu", tmp_path / "t.png")["skipped"]
     curves = {"sgd": curve(records, table.iloc[0].run_ids)}
-    lo, hi = plots.loss_curves(curves, "tiny-cpu", 1.6, tmp_path / "c.png", "steps")["ylim"]
-    assert lo < 1.6 and hi > curves["sgd"]["hi"][-1]  # the target and the end of every curve stay in view
+    drawn = plots.loss_curves(curves, "tiny-cpu", 1.6, tmp_path / "c.png", "steps")
+    assert "only tails far above it" in drawn["skipped"] and not (tmp_path / "c.png").exists()
+    assert "nothing to compare" in plots.speedup_bars(table, {}, "tiny-cpu", tmp_path / "s.png")["skipped"]
 
 
 def test_board_after_a_personal_run_shows_the_official_entries_and_that_run_marked(board, tmp_path):
@@ -189,10 +240,9 @@ def test_times_normalised_to_the_reference_machine_are_labelled_and_scale_with_t
     from analysis.leaderboard import REFERENCE_MACHINES
 
     table = leaderboard(load_records(board), "tiny-cpu")
-    reached = table[table["n_reached"] == table["n"]]
     # the synthetic runs measured calib_ms 50: a machine 203.7 / 50 times faster than the reference
     ratio = REFERENCE_MACHINES["tiny-cpu"]["calib_ms"] / 50.0
-    assert np.allclose(reached["time_norm_mean"], reached["time_mean"] * ratio)
+    assert np.allclose(table["train_norm_mean"], table["train_mean"] * ratio)
     text = to_markdown(table, "tiny-cpu", 1.6)
-    assert "normalised time (s)" in text and REFERENCE_MACHINES["tiny-cpu"]["machine"] in text
-    assert "time to target (s)" in text  # the raw time stays the record's column
+    assert "normalised train time (s)" in text and REFERENCE_MACHINES["tiny-cpu"]["machine"] in text
+    assert "**train time (s)**" in text  # the raw time stays the record's column

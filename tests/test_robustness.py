@@ -135,7 +135,8 @@ def test_robustness_figures_draw_every_label_and_panel(tmp_path):
     metrics = synthetic_metrics(runs)
     values = rb.headline(metrics)
     colors = plots.colors(sorted(runs["label"].unique()))
-    assert colors == {"adamw": plots.COLORS[0], "muon": plots.COLORS[1]}
+    # each optimizer's colour in every figure (the leaderboard's too), not an order within this one
+    assert colors == {"adamw": plots.optimizer_color("adamw"), "muon": plots.optimizer_color("muon")}
     drawn = plots.robustness_comparison(tmp_path / "r.png", "matched budget: 400 steps", runs, metrics, values, "erank", colors)
     assert drawn["path"].exists() and drawn["panels"][0] == "effective rank of hidden states (centred)"
     assert drawn["labels"][0] == ["adamw", "muon"] and drawn["labels"][3] == ["adamw", "muon"]

@@ -53,7 +53,9 @@ def test_submit_runs_missing_seeds_reuses_recorded_ones_and_records_the_decision
     assert entry["evidence"] and entry["new_record"] and entry["target_test"]["p"] < 0.01
     loss = entry["final_val_loss"]
     assert loss["ci_t"][0] < loss["mean"] < loss["ci_t"][1] and loss["ci_bootstrap"][0] < loss["mean"] < loss["ci_bootstrap"][1]
-    assert entry["time_to_target_s"]["n"] == 4
+    assert entry["rule"] == "time" and entry["rule_params"] == {"alpha": 0.01} and entry["steps"] == 60
+    assert entry["train_time_s"]["n"] == 4 and entry["score"] == entry["train_time_s"]["mean"]
+    assert entry["first_crossing"]["n_reached"] == 4
     out = capsys.readouterr().out
     assert "evidence ✓, NEW RECORD" in out and "recorded in" in out
 
@@ -108,8 +110,8 @@ def test_contended_runs_are_evidence_only_when_accepted_and_verify_agrees(tmp_pa
 def test_every_run_missing_the_target_is_no_evidence(tmp_path, capsys):
     assert submit.main(args(tmp_path, "--optimizer", "adamw", "--set", "lr=0.03", "--seeds", "0-2"), Counting()) == 1
     (entry,) = submissions(tmp_path)
-    assert not entry["evidence"] and not entry["new_record"] and entry["n_reached"] == 0
-    assert entry["time_to_target_s"]["n"] == 0 and entry["time_to_target_s"]["mean"] is None
+    assert not entry["evidence"] and not entry["new_record"] and entry["first_crossing"]["n_reached"] == 0
+    assert entry["first_crossing"]["median_time_s"] is None  # infinite (every run missed), written as null
     assert entry["runs_needed"]["target"] is None  # the mean is above the target: more runs cannot help
     assert any("is not below the target" in r for r in entry["reasons"])
     assert "evidence ✗" in capsys.readouterr().out
@@ -143,21 +145,85 @@ def test_short_evidence_estimates_the_runs_needed_and_more_seeds_settle_it(tmp_p
     assert runner.calls == needed + 2 and submissions(tmp_path)[1]["evidence"]
 
 
-def test_welch_against_the_current_record(tmp_path):
+def test_welch_on_whole_run_train_times_against_the_current_record(tmp_path):
     assert submit.main(args(tmp_path, "--optimizer", "adamw", "--seeds", "0-4"), Counting()) == 0
     adamw = submissions(tmp_path)[0]
     assert adamw["new_record"] and adamw["record_test"]["against"] is None
+    # Muon reaches the target earlier, but a 60-step Muon run takes longer than a 60-step AdamW run:
+    # the time rule times whole runs of the schedule, so first crossing does not make a record
     assert submit.main(args(tmp_path, "--optimizer", "muon", "--seeds", "0-4"), Counting()) == 0
+    slow = submissions(tmp_path)[1]
+    assert slow["first_crossing"]["median_time_s"] < adamw["first_crossing"]["median_time_s"]
+    assert slow["evidence"] and not slow["new_record"] and not slow["record_test"]["passed"]
+    assert slow["record_test"]["against"] == adamw["submission_id"]
+    assert slow["record_test"]["reference_train_time_s"] == pytest.approx(adamw["train_time_s"]["mean"])
+    assert any("not faster than the record" in r for r in slow["reasons"])
+    # a shorter schedule that still meets the target is faster on the whole run: a record
+    assert submit.main(args(tmp_path, "--optimizer", "muon", "--steps", "40", "--seeds", "0-4"), Counting()) == 0
+    short = submissions(tmp_path)[2]
+    assert short["record_test"]["against"] == adamw["submission_id"] and short["record_test"]["passed"] and short["new_record"]
+    assert short["train_time_s"]["mean"] < adamw["train_time_s"]["mean"]
+    assert verify.main(["--records-dir", str(tmp_path)]) == 0
+
+
+def test_steps_rule_submission_pairwise_record_and_verify(tmp_path, capsys):
+    steps = ["--rule", "steps", "--seeds", "0-2"]
+    assert submit.main([*args(tmp_path, "--optimizer", "adamw"), *steps], Counting()) == 0
+    adamw = submissions(tmp_path)[0]
+    assert adamw["rule"] == "steps" and adamw["score"] == 60 and adamw["new_record"]
+    assert adamw["rule_params"] == {"sigma": 0.0013, "threshold": 0.004, "loss_per_step": 0.0045 / 100}
+    margin = (1.6 - adamw["final_val_loss"]["mean"]) * 3 ** 0.5
+    assert adamw["target_test"]["margin"] == pytest.approx(margin) and adamw["target_test"]["passed"]
+    # Muon at 40 steps: fewer steps and a lower loss than the record, by the pairwise rule
+    assert submit.main([*args(tmp_path, "--optimizer", "muon", "--steps", "40"), *steps], Counting()) == 0
     muon = submissions(tmp_path)[1]
-    assert muon["record_test"]["against"] == adamw["submission_id"]
-    assert muon["record_test"]["passed"] and muon["new_record"]
-    assert muon["time_to_target_s"]["mean"] < adamw["time_to_target_s"]["mean"]
-    # same speed as the Muon record (reaches the target at the same evaluation): evidence, but no record
-    assert submit.main(args(tmp_path, "--optimizer", "muon", "--set", "lr=0.025", "--seeds", "0-4"), Counting()) == 0
-    third = submissions(tmp_path)[2]
-    assert third["evidence"] and not third["new_record"]
-    assert third["record_test"]["against"] == muon["submission_id"] and not third["record_test"]["passed"]
-    assert any("not faster than the record" in r for r in third["reasons"])
+    rec = muon["record_test"]
+    expected = ((adamw["final_val_loss"]["mean"] - muon["final_val_loss"]["mean"]) + 20 * 0.0045 / 100) / (2 / 3) ** 0.5
+    assert rec["against"] == adamw["submission_id"] and rec["reference_steps"] == 60
+    assert rec["margin"] == pytest.approx(expected) and rec["passed"] and muon["new_record"]
+    # Muon with another lr at the same 40 steps ends at a higher loss: evidence, but not better than the record
+    assert submit.main([*args(tmp_path, "--optimizer", "muon", "--steps", "40", "--set", "lr=0.022"), *steps], Counting()) == 0
+    worse = submissions(tmp_path)[2]
+    assert worse["evidence"] and worse["record_test"]["against"] == muon["submission_id"] and not worse["new_record"]
+    assert worse["record_test"]["margin"] < 0.004 and any("not better than the record" in r for r in worse["reasons"])
+    assert "rule steps" in capsys.readouterr().out
+    assert verify.main(["--records-dir", str(tmp_path)]) == 0
+    # a forged margin is caught
+    lines = submissions_path(tmp_path).read_text().splitlines()
+    entry = json.loads(lines[1])
+    entry["record_test"]["margin"] += 0.01
+    lines[1] = json.dumps(entry, sort_keys=True)
+    submissions_path(tmp_path).write_text("\n".join(lines) + "\n")
+    assert verify.main(["--records-dir", str(tmp_path)]) == 1
+    assert "record_test.margin" in capsys.readouterr().out
+
+
+def test_one_run_may_pass_the_steps_rule_its_sigma_is_fixed(tmp_path):
+    assert submit.main(args(tmp_path, "--optimizer", "muon", "--seeds", "5", "--rule", "steps"), Counting()) == 0
+    (entry,) = submissions(tmp_path)
+    assert entry["evidence"] and entry["n"] == 1 and entry["target_test"]["margin"] >= 0.004
+
+
+def test_legacy_entries_are_verified_as_they_were_decided(tmp_path, capsys):
+    """An entry without a `rule` was decided by the first-crossing rule; verify recomputes it so."""
+    from analysis.submissions import decide_legacy, legacy_current_record, run_facts
+
+    record(tmp_path, "muon", [0, 1, 2])
+    rows = read_table(tmp_path).to_dict("records")
+    facts = sorted((run_facts(r) for r in rows), key=lambda f: f["seed"])
+    from analysis.submissions import Rule, make_entry
+
+    entry = make_entry(rows, None, Rule("time"))
+    for k in ("rule", "rule_params", "steps", "train_time_s", "score", "first_crossing"):
+        del entry[k]
+    assert legacy_current_record([], "tiny-cpu", "cpu-2core") is None
+    entry |= decide_legacy(facts, entry["target"], None)
+    submissions_path(tmp_path).write_text(json.dumps(entry, sort_keys=True) + "\n")
+    assert verify.main(["--records-dir", str(tmp_path)]) == 0
+    entry["time_to_target_s"]["mean"] += 1.0  # the legacy numbers are checked too
+    submissions_path(tmp_path).write_text(json.dumps(entry, sort_keys=True) + "\n")
+    assert verify.main(["--records-dir", str(tmp_path)]) == 1
+    assert "time_to_target_s.mean" in capsys.readouterr().out
 
 
 # ---- verify -----------------------------------------------------------------------------------
@@ -376,6 +442,22 @@ def test_find_steps_finds_the_shortest_significant_schedule(tmp_path, capsys):
     assert f"next: python scripts/submit.py --track tiny-cpu --optimizer muon --steps {best} --seeds 0-4" in out
     again = Counting()
     assert find_steps.main(cmd, again) == 0 and again.calls == 0  # resumable
+    assert verify.main(["--records-dir", str(tmp_path)]) == 0
+
+
+def test_find_steps_under_the_steps_rule_and_its_budget_on_the_leaderboard(tmp_path, capsys):
+    cmd = ["--records-dir", str(tmp_path), "--optimizer", "muon", "--seeds", "0-2", "--start", "20", "--tolerance", "0"]
+    assert find_steps.main([*cmd, "--rule", "steps"], Counting()) == 0
+    (entry,) = read_entries(sweeps_path(tmp_path), ("steps",))
+    assert entry["search"]["rule"] == "steps" and all("margin" in t for t in entry["trials"])
+    best = int(entry["winner"]["overrides"]["steps"])
+    by_steps = {int(t["overrides"]["steps"]): t for t in entry["trials"]}
+    assert by_steps[best]["margin"] >= 0.004 > by_steps[best - 1]["margin"]  # the shortest T the rule admits
+    assert f"--steps {best} --seeds 0-4 --rule steps" in capsys.readouterr().out
+    assert submit.main(["--records-dir", str(tmp_path), "--optimizer", "muon", "--steps", str(best), "--seeds", "0-2",
+                        "--collect-only", "--rule", "steps"]) == 0
+    (row,) = leaderboard(load_records(tmp_path), "tiny-cpu", include_unsubmitted=False, rule="steps").itertuples()
+    assert row.score == best and row.tuning_trials == len(entry["trials"]) and row.tuning_runs == entry["budget"]["runs"]
     assert verify.main(["--records-dir", str(tmp_path)]) == 0
 
 
