@@ -26,3 +26,14 @@ def load_script(name: str) -> ModuleType:
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture
+def fast_track(monkeypatch):
+    """tiny-cpu with a smaller validation set (8 windows) and one untimed warmup step: the same model
+    and data, for the in-process run tests that test neither (tests/test_harness_promises.py does)."""
+    from nanogpt import tracks
+
+    fast = tracks.TRACKS["tiny-cpu"].with_overrides(val_tokens=2048, warmup_steps=1)
+    monkeypatch.setitem(tracks.TRACKS, "tiny-cpu", fast)
+    return fast

@@ -40,13 +40,6 @@ def assert_learns(losses: list[float], steps: int) -> None:
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1 and losses[-1] < losses[0], losses
 
 
-@pytest.fixture
-def fast_track(monkeypatch):
-    """tiny-cpu with a smaller validation set and one untimed warmup step: same model and data."""
-    fast = tracks.TRACKS["tiny-cpu"].with_overrides(val_tokens=4096, warmup_steps=1)
-    monkeypatch.setitem(tracks.TRACKS, "tiny-cpu", fast)
-
-
 @pytest.mark.parametrize("name", optimizers.available())
 def test_trains_single_process(name, tmp_path, fast_track):
     argv = ["--no-compile", "--steps", "8", "--quiet", "--records-dir", str(tmp_path), "--optimizer", name, *EXTRA.get(name, [])]
@@ -56,7 +49,7 @@ def test_trains_single_process(name, tmp_path, fast_track):
 
 @pytest.mark.parametrize("name", optimizers.available())
 def test_trains_under_torchrun_with_two_gloo_processes(name, tmp_path, root):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", "--no-compile",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", "--no-compile", "--debug-model",
            "--steps", "4", "--records-dir", str(tmp_path), "--quiet", "--optimizer", name, *EXTRA.get(name, [])]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

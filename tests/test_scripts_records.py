@@ -5,6 +5,7 @@ configuration, log writer and row builder (tests/fake_runs.py); one real run che
 
 import json
 import shutil
+import statistics
 
 import pytest
 from conftest import load_script
@@ -13,7 +14,10 @@ from fake_runs import fake_run, record
 import run
 from analysis.leaderboard import leaderboard, load_records
 from analysis.records import read_entries, read_raw_rows, read_table, submissions_path, sweeps_path
+from analysis.submissions import Rule, decide
+from nanogpt import tracks
 from nanogpt.recording import table_path
+from nanogpt.runlog import parse_log, sha256_text
 
 submit, verify, rebuild, sweep, find_steps, bench = (load_script(n) for n in ("submit", "verify", "rebuild_records", "sweep",
                                                                               "find_steps", "bench"))
@@ -306,7 +310,9 @@ def test_verify_reports_a_forged_sweep_budget(recorded, capsys):
 def real_run(tmp_path_factory):
     """One real two-step run of run.py (the true trainer and writer)."""
     d = tmp_path_factory.mktemp("real")
-    assert run.main(["--no-compile", "--steps", "2", "--records-dir", str(d), "--quiet", "--seed", "0", "--optimizer", "adamw"]) == 0
+    with pytest.MonkeyPatch.context() as mp:  # a small validation set and one warmup step (what verify reads is the same)
+        mp.setitem(tracks.TRACKS, "tiny-cpu", tracks.TRACKS["tiny-cpu"].with_overrides(val_tokens=2048, warmup_steps=1))
+        assert run.main(["--no-compile", "--steps", "2", "--records-dir", str(d), "--quiet", "--seed", "0", "--optimizer", "adamw"]) == 0
     return d
 
 
@@ -487,7 +493,9 @@ def test_bench_summarises_recorded_runs(tmp_path, capsys):
     table = read_table(tmp_path)
     muon = table[table["optimizer"] == "muon"]
     assert [line.split(" | ")[0:2] for line in lines] == [["| muon", "3"], ["| adamw", "1"]]  # sgd has no runs: no row
-    assert f"| {muon['step_time_ms'].median():.1f} |" in lines[0] and "fake-cpu" in lines[0]
+    # the median step time from the logs (the last training line's clock over its step), not from the table bench reads
+    per_run = [(lambda t: t.time_ms / t.step)(parse_log(tmp_path / log).training.steps[-1]) for log in muon["log"]]
+    assert len(per_run) == 3 and f"| {statistics.median(per_run):.1f} |" in lines[0] and "fake-cpu" in lines[0]
 
 
 def test_a_log_left_by_a_killed_run_is_reported_as_unfinished_not_as_a_failure(tmp_path, capsys):
@@ -500,3 +508,56 @@ def test_a_log_left_by_a_killed_run_is_reported_as_unfinished_not_as_a_failure(t
     assert "logs/killed-run.txt: unfinished run" in capsys.readouterr().out
     killed.write_text(text.replace("20", "21", 1))  # a complete log that is not indexed is still a problem
     assert verify.main(["--records-dir", str(tmp_path)]) == 1
+
+
+# ---- verify: each cross-check rejects what only it can see -----------------------------------
+
+
+def test_verify_reports_edited_harness_code_whose_file_hash_was_updated(recorded, capsys):
+    """Embedded harness code edited, and its own manifest entry updated to match: every per-file
+    hash agrees, only the harness hash over all files shows the edit."""
+    rec = read_raw_rows(recorded)[0][1]
+    log = recorded / rec["log"]
+    parsed = parse_log(log)
+    old = parsed.sections["nanogpt/schedule.py"]
+    new = old.replace("return", "return ", 1).replace("  ", " ", 1)  # same length: the parser's section sizes hold
+    assert new != old and len(new) == len(old)
+    _edit(log, old, new)
+    _edit(log, sha256_text(old), sha256_text(new))
+    assert parse_log(log).sections["nanogpt/schedule.py"] == new
+    assert verify.main(["--records-dir", str(recorded), rec["run_id"]]) == 1
+    out = capsys.readouterr().out
+    assert "harness_sha256 does not match the embedded harness files" in out and "does not match its recorded sha256" not in out
+
+
+def test_verify_reports_a_sweep_winner_its_trials_do_not_give(recorded, capsys):
+    path = sweeps_path(recorded)
+    entry = json.loads(path.read_text())
+    loser = next(t for t in entry["trials"] if t["group"] != entry["winner"]["group"])
+    entry["winner"] = {**entry["winner"], "group": loser["group"], "overrides": loser["overrides"]}
+    path.write_text(json.dumps(entry) + "\n")
+    assert verify.main(["--records-dir", str(recorded)]) == 1
+    assert f"winner {loser['group']} but its trials give" in capsys.readouterr().out
+
+
+def test_verify_reports_a_submission_compared_with_no_record_when_there_was_one(recorded, capsys):
+    """The second submission (muon) came after the adamw one, which was the record: rewritten, with
+    statistics that are right for that claim, as if there had been no record to beat."""
+    path = submissions_path(recorded)
+    lines = path.read_text().splitlines()
+    first, entry = json.loads(lines[0]), json.loads(lines[1])
+    assert first["new_record"] and entry["record_test"]["against"] == first["submission_id"]
+    steps = json.loads(entry["key"]["hparams"])["steps"]
+    entry.update(decide(entry["runs"], entry["target"], steps, None, Rule.of_entry(entry), entry["confidence"]))
+    assert entry["record_test"] == {"against": None}
+    lines[1] = json.dumps(entry, sort_keys=True)
+    path.write_text("\n".join(lines) + "\n")
+    assert verify.main(["--records-dir", str(recorded)]) == 1
+    assert f"compared with record None, but the record when it was made was {first['submission_id']!r}" in capsys.readouterr().out
+
+
+def test_verify_reports_a_complete_log_missing_from_the_table(recorded, capsys):
+    rec = read_raw_rows(recorded)[0][1]
+    shutil.copy(recorded / rec["log"], recorded / "logs" / "copied-run.txt")
+    assert verify.main(["--records-dir", str(recorded)]) == 1
+    assert "FAIL logs/copied-run.txt" in capsys.readouterr().out
