@@ -185,7 +185,7 @@ def verify_sweep(entry: dict, rows: dict[str, dict], bad_runs: set[str]) -> list
         problems.append(f"budget device_s {budget['device_s']} but the runs' logs give {device_s:.3f}")
     winner = (entry["winner"] or {}).get("group")
     if entry["kind"] == "sweep":
-        expected = (choose_winner(entry["trials"]) or {}).get("group")
+        expected = (choose_winner(entry["trials"], entry.get("rule")) or {}).get("group")
     else:
         steps = steps_winner(entry["trials"])
         expected = next((t["group"] for t in entry["trials"] if steps is not None and int(t["overrides"]["steps"]) == steps), None)

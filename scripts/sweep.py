@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from analysis.launch import Runner, add_run_arguments, launch_spec, parse_seeds, subprocess_runner
+from analysis.submissions import RULES
 from analysis.sweeps import grid_trials, parse_grid, parse_random, random_trials, run_sweep, submit_command
 from nanogpt.errors import UserError, entry_point
 
@@ -29,6 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=8, help="random-search trials")
     p.add_argument("--search-seed", type=int, default=0, help="seed of the random draws")
     p.add_argument("--seeds", default="0", help="run seeds per trial, e.g. 0,1")
+    p.add_argument("--rule", choices=RULES, default=None, help="the rule that picks the winner (default: the track's)")
     return p.parse_args(argv)
 
 
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         search = {"random": args.random, "trials": args.trials, "search_seed": args.search_seed}
     entry = run_sweep(args.track, args.optimizer, args.set, args.steps, args.no_compile, args.nproc, trials, search, seeds,
                       args.records_dir, runner or subprocess_runner(args.nproc, args.save_checkpoint),
-                      debug_model=args.debug_model, data_dir=args.data_dir)
+                      debug_model=args.debug_model, data_dir=args.data_dir, rule_name=args.rule)
     b = entry["budget"]
     print(f"budget: {b['trials']} trials, {b['runs']} runs, {b['device_s']:.0f} device-seconds of training "
           f"({b['launched_now']} runs launched now, {b['process_cpu_s_now']:.0f} CPU-s)")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         return 1
     w = entry["winner"]
     print(f"winner ({w['criterion']}): " + " ".join(f"--set {k}={v}" for k, v in w["overrides"].items()) + f"  [group {w['group']}]")
-    print(f"next: {submit_command(entry)}")
+    print(f"next: {submit_command(entry, rule=args.rule)}")
     return 0
 
 

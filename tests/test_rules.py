@@ -101,3 +101,49 @@ def test_first_crossing_is_algoperfs_median_with_misses_infinite():
     Row.rule = "steps"
     assert crossing_cell(Row) == "∞ (1/3 reached)"
     assert np.isinf(stats.median_with_misses([], 2))
+
+
+# ---- a sweep's winner is the trial the rule ranks first ------------------------------------------
+
+
+def trial(name, steps, loss, train_s, first_crossing_s, passed=True, diverged=0):
+    return {"overrides": {"lr": name}, "group": name, "steps": steps, "n": 2, "n_diverged": diverged, "passed": passed,
+            "mean_final_val_loss": loss, "mean_train_time_s": train_s, "mean_time_to_target_s": first_crossing_s}
+
+
+def test_sweep_winner_follows_the_rule_not_the_first_crossing():
+    from analysis.sweeps import choose_winner
+
+    # One schedule length: early crossing but a worse final loss (a) against the better final loss (b).
+    # Their train times differ by noise only (same steps), so the final loss decides under the time rule;
+    # the old first-crossing criterion (entries without a rule) picks a.
+    same_t = [trial("a", 400, 1.585, 60.0, 50.0), trial("b", 400, 1.550, 60.5, 55.0)]
+    assert choose_winner(same_t, "time")["group"] == "b"
+    assert choose_winner(same_t, "steps")["group"] == "b"
+    assert choose_winner(same_t, None)["group"] == "a"
+    # Different schedules: the time rule ranks by the whole runs' train time, the steps rule by T.
+    lengths = [trial("short", 300, 1.590, 45.0, 44.0), trial("long", 400, 1.540, 60.0, 40.0)]
+    assert choose_winner(lengths, "time")["group"] == "short"
+    assert choose_winner(lengths, "steps")["group"] == "short"
+    cheap_steps = [trial("slow-steps", 300, 1.59, 70.0, 60.0), trial("fast-steps", 400, 1.59, 60.0, 50.0)]
+    assert choose_winner(cheap_steps, "time")["group"] == "fast-steps"  # fewer steps, but each one dearer
+    assert choose_winner(cheap_steps, "steps")["group"] == "slow-steps"
+    # A trial that misses the target never beats one that meets it; with none meeting it, the lowest
+    # final loss among trials without a diverged run.
+    assert choose_winner([trial("miss", 300, 1.62, 40.0, None, passed=False), trial("hit", 400, 1.59, 60.0, 58.0)],
+                         "time")["group"] == "hit"
+    none_met = [trial("x", 400, 1.63, 60.0, None, passed=False), trial("y", 400, 1.61, 60.0, None, passed=False),
+                trial("z", 400, 1.50, 60.0, None, passed=False, diverged=1)]
+    assert choose_winner(none_met, "time")["group"] == "y"
+
+
+def test_a_one_seed_trial_meets_the_time_rule_at_or_below_the_target():
+    from analysis.sweeps import judge_trial
+
+    rule = Rule("time")
+    for loss, passes in ((TARGET, True), (TARGET + 1e-6, False), (TARGET - 0.1, True)):
+        row = {"run_id": "r", "seed": 0, "status": "ok", "final_val_loss": loss, "reached_target": passes,
+               "time_to_target_s": 1.0 if passes else None, "steps_to_target": 1 if passes else None,
+               "tokens_to_target": None, "train_time_s": 1.0, "world_size": 1, "contended": False}
+        t = judge_trial({"n_diverged": 0, "mean_final_val_loss": loss}, [row], TARGET, rule)
+        assert t["passed"] is passes and t["p"] is None

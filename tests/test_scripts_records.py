@@ -388,7 +388,7 @@ def test_grid_sweep_records_every_trial_budget_and_winner(tmp_path, capsys):
     assert entry["budget"]["device_s"] == pytest.approx(read_table(tmp_path)["train_time_s"].sum())
     assert entry["winner"]["overrides"]["lr"] == "0.02"  # the fake loss is lowest at the optimizer's default lr
     out = capsys.readouterr().out
-    assert "winner (mean time to target): --set lr=0.02" in out
+    assert "winner (lowest train time meeting the target under the time rule, then lowest final loss): --set lr=0.02" in out
     assert "next: python scripts/submit.py --track tiny-cpu --optimizer muon --steps 60 --set lr=0.02 --set weight_decay=" in out
 
 
