@@ -9,7 +9,9 @@
 - the seed fixes the data, not only the weights;
 - the logged validation loss is the loss of the final weights over the whole validation set,
   as an independent evaluation of the saved checkpoint shows;
-- peak_mem_mb is the process's peak resident set on CPU (read from /proc, not from resource).
+- peak_mem_mb is the process's peak resident set on CPU (read from /proc, not from resource);
+- the track's limits hold: no schedule beyond its step budget, and a finite train loss above its
+  divergence threshold stops the run as diverged.
 
 Each test changes the run only through the track (a small validation set, where that is not
 what it tests) or through the clock; none reads the trainer's internals.
@@ -28,6 +30,7 @@ import torch
 
 import run
 from analysis.records import read_table
+from analysis.verify import verify_records
 from nanogpt import tracks, train
 from nanogpt.checkpoint import load_checkpoint, save_checkpoint
 from nanogpt.data import TokenStream, validation_sequences
@@ -299,3 +302,33 @@ def test_peak_memory_is_the_processes_peak_resident_set(tmp_path, monkeypatch):
     assert run.main(["--no-compile", "--steps", "2", "--quiet", "--records-dir", str(tmp_path)]) == 0
     after = vm_hwm_mb()
     assert before - 0.1 <= read_table(tmp_path).iloc[0].peak_mem_mb <= after + 0.1
+
+
+# ---- the track's limits: step budget and divergence threshold ---------------------------------
+
+
+def test_a_schedule_longer_than_the_tracks_step_budget_is_refused(tmp_path, monkeypatch, capsys):
+    """The budget (Track.max_steps) bounds every schedule, however it is chosen: at the budget a
+    run is made, one step over it is refused before anything runs, through --steps or --set."""
+    use_track(monkeypatch, val_tokens=2048, warmup_steps=1, max_steps=4)
+    assert run.main(["--no-compile", "--quiet", "--steps", "4", "--records-dir", str(tmp_path)]) == 0
+    for over in (["--steps", "5"], ["--set", "steps=5"]):
+        assert run.main(["--no-compile", "--quiet", *over, "--records-dir", str(tmp_path)]) == 2
+        assert "at most the track's budget of 4" in capsys.readouterr().err
+    assert len(read_table(tmp_path)) == 1
+
+
+@pytest.mark.parametrize("margin, status", [(-0.5, "diverged"), (+0.5, "ok")])
+def test_a_finite_train_loss_above_the_divergence_threshold_stops_the_run(tmp_path, monkeypatch, margin, status):
+    """The first train loss of a zero-initialised head is about ln 257 = 5.55 (finite): a threshold
+    just below it stops the run at step 1 as diverged (exit 1), just above it the run goes on; the
+    recorded status is what verify derives from the log too."""
+    use_track(monkeypatch, val_tokens=2048, warmup_steps=1, diverge_loss=math.log(257) + margin)
+    code = run.main([*SHORT, "--records-dir", str(tmp_path)])
+    row = read_table(tmp_path).iloc[0]
+    assert (code, row.status) == ((1, "diverged") if status == "diverged" else (0, "ok"))
+    assert row.steps == (1 if status == "diverged" else 6)
+    log = parse_log(tmp_path / row.log)
+    assert math.isfinite(log.training.steps[-1].loss)
+    report = verify_records(tmp_path)
+    assert report.results and not report.failed
