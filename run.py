@@ -143,11 +143,11 @@ def train(args: argparse.Namespace) -> int:
     micro, accum = split_batch(track.batch_size, ctx.world_size, track.micro_batch_size)
     # As the records: DistributedDataParallel around the compiled model (no wrapper in one process).
     w = Workload(model, torch.compile(model) if track.compile else model, ctx, micro, accum, track.dtype)
-    calib_ms = machine_figure(model, track.model.vocab_size, micro, track.seq_len, ctx.device, w.autocast)
 
-    # ---- untimed warmup (compilation, allocator), then a full reset -----------------------------
+    # ---- untimed warmup (compilation, allocator), then a full reset; the machine figure ---------
     opts = warmup_and_reset(w, lambda: build_optimizers(opt_spec, model, hp), sampler.next_global_batch, sampler.reset,
                             track.warmup_steps, val[: track.micro_batch_size * ctx.world_size], track.micro_batch_size)
+    calib_ms = machine_figure(model, track.model.vocab_size, micro, track.seq_len, ctx.device, w.autocast)
 
     # ---- the run log ------------------------------------------------------------------------------
     rec = Recording(spec, args.records_dir, args.seed, environment(ctx), flops_per_token=model.flops_per_token(track.seq_len),

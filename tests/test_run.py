@@ -1,6 +1,7 @@
 """run.py end to end: a short run writes a log and a row; bad input fails in one line; a
 diverging or interrupted run is recorded as such and loses nothing."""
 
+import contextlib
 import math
 import os
 import signal
@@ -14,6 +15,7 @@ import run
 from analysis.records import read_table
 from nanogpt import tracks
 from nanogpt.data import write_shard
+from nanogpt.model import GPT
 
 SHORT = ["--no-compile", "--steps", "6", "--quiet"]
 # The runs in a subprocess (signals, pipes) use the tiny debug model: they test the process, not the model.
@@ -198,7 +200,7 @@ def test_an_unreadable_official_board_never_fails_a_finished_run(tmp_path, monke
 def test_a_run_records_its_machine_and_contention_figures(tmp_path):
     assert run.main([*SHORT, "--records-dir", str(tmp_path)]) == 0
     row = read_table(tmp_path).iloc[0]
-    assert row.calib_ms > 0  # the machine figure: eager forward-backward of the track's model, before the warmup
+    assert row.calib_ms > 0  # the machine figure: eager forward-backward of the track's model, after the warmup
     assert 0 < row.cpu_util < 1.5 and row.contended in (True, False)
     assert np.isnan(row.gpu_util) and np.isnan(row.gpu_other_procs)  # no GPU here
 
@@ -235,3 +237,23 @@ def test_the_sigterm_handler_is_only_installed_while_training(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
     assert run.main([*SHORT, "--records-dir", str(tmp_path)]) == 0
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_the_machine_figure_is_the_fastest_timed_pass_after_untimed_ones(monkeypatch):
+    """Noise only adds time: the figure is the fastest of the timed passes, and the untimed first
+    passes (however fast) do not count. Each pass advances a scripted clock by its duration."""
+    from nanogpt import contention
+
+    durations = iter([0.001, 0.001] + [0.009, 0.005, 0.003, 0.004, 0.2, 0.006, 0.007])  # 2 untimed, then 7 timed (seconds)
+    clock = {"now": 0.0}
+    monkeypatch.setattr(contention.time, "perf_counter", lambda: clock["now"])
+    model = GPT(tracks.debug_variant(tracks.get_track("tiny-cpu"), "cpu").model)
+    forward = model.forward
+
+    def timed_forward(*args, **kwargs):
+        clock["now"] += next(durations)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", timed_forward)
+    assert contention.machine_figure(model, 257, 1, 8, "cpu", contextlib.nullcontext) == 3.0
+    assert all(p.grad is None for p in model.parameters())
