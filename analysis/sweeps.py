@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis import stats
-from analysis.launch import Runner, ensure_runs
+from analysis.launch import Launcher, Runner, ensure_many, ensure_runs
 from analysis.records import append_entry, sweeps_path
 from analysis.submissions import jsonable
 from nanogpt.errors import UserError
@@ -173,9 +173,10 @@ def _shown(variant: dict) -> dict:
 
 
 def run_sweep(track: str, optimizer: str, sets: list[str], steps: int | None, no_compile: bool, nproc: int,
-              trials: list[dict[str, str]], search: dict, seeds: list[int], records_dir: str, runner: Runner,
+              trials: list[dict[str, str]], search: dict, seeds: list[int], records_dir: str, runner: Runner | Launcher,
               say: Say = print, debug_model: bool = False, data_dir: str | None = None) -> dict:
-    """Run every trial for every seed (reusing recorded runs), then append the search's entry."""
+    """Run every trial for every seed (reusing recorded runs; the missing ones are launched
+    together, so a launcher that runs jobs at once runs them all at once), then append the search's entry."""
     if steps is not None and any("steps" in t for t in trials):
         raise UserError("--steps fixes the schedule length that the search varies; drop --steps")
     variant = _variant(debug_model, data_dir)
@@ -183,18 +184,18 @@ def run_sweep(track: str, optimizer: str, sets: list[str], steps: int | None, no
     sid = sweep_id({"kind": "sweep", "track": track, "optimizer": optimizer, "sets": sets, "steps": steps, "no_compile": no_compile,
                     "nproc": nproc, "search": search, "seeds": seeds, **_shown(variant)})
     say(f"sweep {sid}: {len(trials)} trials x {len(seeds)} seeds of {optimizer} on {track}")
-    start, launched, cpu_s, done = time.monotonic(), 0, 0.0, []
-    for i, (overrides, spec) in enumerate(zip(trials, specs), start=1):
-        made = ensure_runs(spec, seeds, records_dir, runner)
-        launched, cpu_s = launched + made.launched, cpu_s + made.cpu_s
-        t = summarize_trial(overrides, spec, made.rows)
+    start = time.monotonic()
+    made = ensure_many([(spec, seeds, _show(t)) for t, spec in zip(trials, specs)], records_dir, runner)
+    done = []
+    for i, (overrides, spec, rows, launched) in enumerate(zip(trials, specs, made.rows, made.launched), start=1):
+        t = summarize_trial(overrides, spec, rows)
         done.append(t)
         say(f"  trial {i}/{len(trials)} {_show(overrides)}: final loss {stats.fmt(t['mean_final_val_loss'], '.4f')}, "
             f"time to target {stats.fmt(t['mean_time_to_target_s'], '.1f')} s, {t['n_reached']}/{t['n']} reached"
-            f"{', reused' if not made.launched else ''}")
+            f"{', reused' if not launched else ''}")
     winner = choose_winner(done)
     base = resolve(track, optimizer, sets, steps, no_compile, nproc, **variant)
-    entry = _entry("sweep", sid, base, search, seeds, done, winner, budget(done, launched, cpu_s, time.monotonic() - start))
+    entry = _entry("sweep", sid, base, search, seeds, done, winner, budget(done, sum(made.launched), made.cpu_s, time.monotonic() - start))
     append_entry(sweeps_path(records_dir), entry)
     return entry
 
@@ -212,7 +213,7 @@ def probe_passes(trial: dict, rows: list[dict], target: float, rule) -> dict:
 
 
 def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, nproc: int, seeds: list[int], records_dir: str,
-               runner: Runner, start: int, max_steps: int | None, tolerance: float, rule_name: str | None = None,
+               runner: Runner | Launcher, start: int, max_steps: int | None, tolerance: float, rule_name: str | None = None,
                say: Say = print, debug_model: bool = False, data_dir: str | None = None) -> dict:
     """The shortest schedule (--steps) that the rule admits (the track's, or `rule_name`): double
     (or halve) from `start` to bracket it, then bisect until the bracket is within `tolerance` (a
@@ -238,7 +239,7 @@ def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, np
     def probe(steps: int) -> bool:
         if steps not in probes:
             spec = resolve(track, optimizer, sets, steps, no_compile, nproc, **variant)
-            made = ensure_runs(spec, seeds, records_dir, runner)
+            made = ensure_runs(spec, seeds, records_dir, runner)  # its seeds together; the next step count depends on this one
             spent["launched"] += made.launched
             spent["cpu_s"] += made.cpu_s
             probes[steps] = probe_passes(summarize_trial({"steps": str(steps)}, spec, made.rows), made.rows, spec.track.target, rule)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis.launch import Runner, add_run_arguments, launch_spec, parse_seeds, subprocess_runner
+from analysis.launch import Launcher, Runner, add_run_arguments, launch_spec, make_launcher, parse_seeds
 from analysis.sweeps import grid_trials, parse_grid, parse_random, random_trials, run_sweep, submit_command
 from nanogpt.errors import UserError, entry_point
 
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @entry_point("interrupted; rerun the same command to resume (recorded runs are reused)")
-def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
+def main(argv: list[str] | None = None, runner: Runner | Launcher | None = None) -> int:
     args = parse_args(argv)
     if bool(args.grid) == bool(args.random):
         raise UserError("give --grid NAME=V1,V2 ... or --random NAME=SPEC ... (one kind of search)")
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         trials = random_trials(parse_random(args.random), args.trials, args.search_seed, base.hparams)
         search = {"random": args.random, "trials": args.trials, "search_seed": args.search_seed}
     entry = run_sweep(args.track, args.optimizer, args.set, args.steps, args.no_compile, args.nproc, trials, search, seeds,
-                      args.records_dir, runner or subprocess_runner(args.nproc, args.save_checkpoint),
+                      args.records_dir, runner or make_launcher(args),
                       debug_model=args.debug_model, data_dir=args.data_dir)
     b = entry["budget"]
     print(f"budget: {b['trials']} trials, {b['runs']} runs, {b['device_s']:.0f} device-seconds of training "
