@@ -86,9 +86,10 @@ class Outcome:
 
 @runtime_checkable
 class Launcher(Protocol):
-    """Makes a list of runs and yields their outcomes in order; `slots` runs go at once."""
+    """Makes a list of runs and yields their outcomes in order: one at a time (each as its run
+    ends), or all at once (once every run has ended)."""
 
-    slots: int
+    one_at_a_time: bool
 
     def run(self, runs: list[Pending], records_dir: str) -> Iterator[Outcome]: ...
 
@@ -97,13 +98,13 @@ class Sequential:
     """One run after another on this machine (the default): each outcome is yielded as its run
     ends, so a failure stops the runs after it (they would most likely fail the same way)."""
 
-    slots = 1
+    one_at_a_time = True
 
     def __init__(self, runner: Runner, say: Say | None = None):
         self.runner, self.say = runner, say
 
     def run(self, runs: list[Pending], records_dir: str) -> Iterator[Outcome]:
-        with watching(records_dir, [r.expected() for r in runs], self.slots, self.say):
+        with watching(records_dir, [r.expected() for r in runs], 1, self.say):
             for r in runs:
                 code = self.runner(r.argv(records_dir))
                 yield Outcome(f"exit status {code}", f"run.py {' '.join(r.argv(records_dir))}")
@@ -116,9 +117,11 @@ class Submitit:
     shares; its stdout and stderr land in `folder`. The outcomes come once every job has ended, so
     a failed job does not stop the others; Ctrl-C cancels the jobs (they record 'interrupted')."""
 
+    one_at_a_time = False
+
     def __init__(self, cluster: str, folder: str, nproc: int, save_checkpoint: bool, parameters: dict, say: Say | None = print):
         self.cluster, self.folder, self.nproc, self.save_checkpoint = cluster, folder, nproc, save_checkpoint
-        self.parameters, self.say, self.slots = parameters, say, 1
+        self.parameters, self.say = parameters, say
 
     def run(self, runs: list[Pending], records_dir: str) -> Iterator[Outcome]:
         import submitit
@@ -128,11 +131,10 @@ class Submitit:
         with executor.batch():
             jobs = [executor.submit(submitit.helpers.CommandFunction(run_command(r.argv(records_dir), self.nproc, self.save_checkpoint),
                                                                      cwd=str(ROOT))) for r in runs]
-        self.slots = len(jobs)
         if self.say:
             self.say(f"submitted {len(jobs)} {self.cluster} jobs ({', '.join(j.job_id for j in jobs)}); their output goes to {self.folder}")
         try:
-            with watching(records_dir, [r.expected() for r in runs], self.slots, self.say):
+            with watching(records_dir, [r.expected() for r in runs], len(jobs), self.say):
                 errors = [job.exception() for job in jobs]  # waits for every job
         except KeyboardInterrupt:
             for job in jobs:
@@ -162,8 +164,8 @@ class Batch:
     cpu_s: float
 
 
-def seed_rows(records_dir: str, spec: RunSpec, seed: int, exclude: set[str] = frozenset()) -> pd.DataFrame:
-    have = matching_runs(read_table(records_dir), spec)
+def seed_rows(table: pd.DataFrame, spec: RunSpec, seed: int, exclude: set[str] = frozenset()) -> pd.DataFrame:
+    have = matching_runs(table, spec)
     return have[(have["seed"] == seed) & ~have["run_id"].isin(exclude)]
 
 
@@ -179,11 +181,12 @@ def ensure_many(requests: list[tuple[RunSpec, list[int], str]], records_dir: str
     launched = [0] * len(requests)
     found: dict[tuple, dict] = {}  # (configuration key, seed) -> row; two trials that draw the same values share their runs
     todo: dict[tuple, tuple[int, Pending]] = {}
+    table = read_table(records_dir)
     for i, (spec, seeds, label) in enumerate(requests):
         for seed in seeds:
             if (spec.key(), seed) in found or (spec.key(), seed) in todo:
                 continue
-            have = seed_rows(records_dir, spec, seed)
+            have = seed_rows(table, spec, seed)
             if len(have) > 1:
                 raise UserError(f"seed {seed} was run {len(have)} times in this configuration ({', '.join(have['run_id'])}); "
                                 "a submission uses each seed once: name the runs to use with --runs")
@@ -194,16 +197,16 @@ def ensure_many(requests: list[tuple[RunSpec, list[int], str]], records_dir: str
                                 "run it first or drop --collect-only")
             else:
                 todo[spec.key(), seed] = i, Pending(spec, seed, f"{label} seed {seed}" if label else f"seed {seed}")
-    before = set(read_table(records_dir)["run_id"]) if todo else set()
+    before = set(table["run_id"]) if todo else set()
     cpu0, failed = children_cpu_seconds(), []
     for (i, p), outcome in zip(todo.values(), launcher.run([p for _, p in todo.values()], records_dir)):
         launched[i] += 1
-        new = seed_rows(records_dir, p.spec, p.seed, before)
+        new = seed_rows(read_table(records_dir), p.spec, p.seed, before)
         if len(new) == 1:
             found[p.spec.key(), p.seed] = new.iloc[0].to_dict()
             continue
         failed.append(f"{p.label}: {outcome.where} ended with {outcome.status} and recorded no completed run of this configuration")
-        if launcher.slots == 1:
+        if launcher.one_at_a_time:
             break
     cpu_s = children_cpu_seconds() - cpu0
     if failed:

@@ -117,7 +117,7 @@ def test_launcher_flags_build_the_slurm_job(tmp_path):
                                    "slurm_additional_parameters": {"account": "proj", "qos": "high"}}
     assert launch.run_command(["--seed", "0"], 8, False)[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8"]
     local = make_launcher(sweep.parse_args(["--grid", "lr=0.01"]))
-    assert isinstance(local, Sequential) and local.slots == 1  # the default: one run after another, here
+    assert isinstance(local, Sequential) and local.one_at_a_time  # the default: one run after another, here
 
 
 # ---- progress ----------------------------------------------------------------------------------
