@@ -123,11 +123,21 @@ class Submitit:
         self.cluster, self.folder, self.nproc, self.save_checkpoint = cluster, folder, nproc, save_checkpoint
         self.parameters, self.say = parameters, say
 
+    def executor(self):
+        import submitit
+
+        try:
+            executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
+        except RuntimeError as e:  # no srun: not on a Slurm cluster
+            raise UserError(f"--launcher {self.cluster}: {e} Run the command on the cluster's login node, "
+                            "or use --launcher submitit-local here") from None
+        executor.update_parameters(name="nanogpt-run", **self.parameters)
+        return executor
+
     def run(self, runs: list[Pending], records_dir: str) -> Iterator[Outcome]:
         import submitit
 
-        executor = submitit.AutoExecutor(folder=self.folder, cluster=self.cluster)
-        executor.update_parameters(name="nanogpt-run", **self.parameters)
+        executor = self.executor()
         with executor.batch():
             jobs = [executor.submit(submitit.helpers.CommandFunction(run_command(r.argv(records_dir), self.nproc, self.save_checkpoint),
                                                                      cwd=str(ROOT))) for r in runs]
@@ -256,7 +266,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="local: one run after another here; submitit-local: every missing run at once as processes here; "
                         "slurm: every missing run at once as Slurm jobs (the records folder must be on a shared file system)")
     g.add_argument("--jobs-dir", default=None, help="where submitit keeps each job's stdout/stderr (None: <records-dir>/jobs)")
-    g.add_argument("--time", type=float, default=120, help="time limit of a job in minutes (submitit launchers)")
+    g.add_argument("--time", type=int, default=120, help="time limit of a job in minutes (submitit launchers)")
     g.add_argument("--partition", default=None, help="Slurm partition")
     g.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per job (None: --nproc on GPU tracks, 0 on CPU tracks)")
     g.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per job (None: the scheduler's default)")
@@ -303,7 +313,9 @@ def make_launcher(args: argparse.Namespace, say: Say = print) -> Launcher:
     gpus = args.gpus_per_node
     if gpus is None:
         gpus = args.nproc if get_track(args.track).device == "cuda" else 0
-    parameters = {"timeout_min": args.time, "gpus_per_node": gpus, "tasks_per_node": 1, "nodes": 1}
+    parameters = {"timeout_min": args.time, "tasks_per_node": 1, "nodes": 1}
+    if gpus:  # no GPU option at all on a CPU track: clusters without GPUs refuse one, even 0
+        parameters["gpus_per_node"] = gpus
     if args.cpus_per_task is not None:
         parameters["cpus_per_task"] = args.cpus_per_task
     if args.launcher == "slurm":

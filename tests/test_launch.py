@@ -2,6 +2,7 @@
 its output files, the launcher flags, and the progress read from growing logs."""
 
 import datetime
+import os
 import re
 import sys
 
@@ -100,22 +101,35 @@ def test_a_configuration_asked_twice_is_run_once(tmp_path):
     (["--launcher", "submitit-local", "--slurm-arg", "account=x"], "--slurm-arg applies to --launcher slurm only"),
     (["--gpus-per-node", "1"], "--gpus-per-node applies to the submitit launchers only"),
     (["--launcher", "slurm", "--slurm-arg", "account"], "--slurm-arg 'account': expected KEY=VALUE"),
-    (["--launcher", "slurm", "--time", "0"], "--time 0.0: a job's time limit in minutes must be positive"),
+    (["--launcher", "slurm", "--time", "0"], "--time 0: a job's time limit in minutes must be positive"),
 ])
 def test_bad_launcher_flags_fail_before_any_run(tmp_path, capsys, extra, message):
     assert sweep.main(["--records-dir", str(tmp_path), "--grid", "lr=0.01,0.02", *extra]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "records.csv").exists()
 
 
-def test_launcher_flags_build_the_slurm_job(tmp_path):
+def test_launcher_flags_build_the_slurm_job(tmp_path, monkeypatch):
     args = sweep.parse_args(["--records-dir", str(tmp_path), "--grid", "lr=0.01", "--track", "gpt2-small", "--nproc", "8",
                              "--launcher", "slurm", "--partition", "h100", "--time", "30", "--slurm-arg", "account=proj",
                              "--slurm-arg=--qos=high"])
     launcher = make_launcher(args)
     assert isinstance(launcher, Submitit) and launcher.cluster == "slurm" and launcher.folder == str(tmp_path / "jobs")
-    assert launcher.parameters == {"timeout_min": 30, "gpus_per_node": 8, "tasks_per_node": 1, "nodes": 1, "slurm_partition": "h100",
+    assert launcher.parameters == {"timeout_min": 30, "tasks_per_node": 1, "nodes": 1, "gpus_per_node": 8, "slurm_partition": "h100",
                                    "slurm_additional_parameters": {"account": "proj", "qos": "high"}}
+    fake_slurm = tmp_path / "bin"
+    fake_slurm.mkdir()
+    (fake_slurm / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake_slurm / "srun").chmod(0o755)
+    with pytest.raises(UserError, match="--launcher slurm: .*srun.*login node"):
+        launcher.executor()
+    monkeypatch.setenv("PATH", f"{fake_slurm}:{os.environ['PATH']}")  # submitit checks that srun exists, nothing more here
+    script = launcher.executor()._executor._make_submission_file_text("python run.py", "uid")
+    for line in ["--partition=h100", "--time=30", "--gpus-per-node=8", "--ntasks-per-node=1", "--nodes=1", "--account=proj",
+                 "--qos=high"]:
+        assert f"#SBATCH {line}\n" in script
     assert launch.run_command(["--seed", "0"], 8, False)[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8"]
+    cpu = make_launcher(sweep.parse_args(["--grid", "lr=0.01", "--launcher", "slurm", "--cpus-per-task", "2"]))
+    assert cpu.parameters == {"timeout_min": 120, "tasks_per_node": 1, "nodes": 1, "cpus_per_task": 2, "slurm_additional_parameters": {}}
     local = make_launcher(sweep.parse_args(["--grid", "lr=0.01"]))
     assert isinstance(local, Sequential) and local.one_at_a_time  # the default: one run after another, here
 
