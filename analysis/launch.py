@@ -2,6 +2,9 @@
 
 Sweeps, submissions and step searches ask for "one completed run per seed of this configuration";
 `ensure_runs` reuses what the records table already holds and launches only what is missing.
+A launcher makes the missing runs: one after another here (`Sequential`, the default), or all at
+once as submitit jobs, on Slurm or on this machine (`Submitit`; README: Sweeps and submissions on
+a cluster). Either way each run writes its own log and row, and the table tells what was recorded.
 """
 
 from __future__ import annotations
@@ -268,7 +271,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--jobs-dir", default=None, help="where submitit keeps each job's stdout/stderr (None: <records-dir>/jobs)")
     g.add_argument("--time", type=int, default=120, help="time limit of a job in minutes (submitit launchers)")
     g.add_argument("--partition", default=None, help="Slurm partition")
-    g.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per job (None: --nproc on GPU tracks, 0 on CPU tracks)")
+    g.add_argument("--gpus-per-node", type=int, default=None, help="GPUs per job (None: --nproc on GPU tracks, none on CPU tracks)")
     g.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per job (None: the scheduler's default)")
     g.add_argument("--slurm-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="any other sbatch option, e.g. --slurm-arg account=myproj --slurm-arg qos=high (repeatable)")

@@ -2,6 +2,7 @@
 
     python scripts/find_steps.py --optimizer muon --seeds 0-2 [--start 400] [--max-steps 1200] [--tolerance 0.05]
     python scripts/find_steps.py --optimizer muon --seeds 0-2 --rule steps     # under the other rule
+    python scripts/find_steps.py --optimizer muon --seeds 0-2 --launcher slurm --partition gpu   # each step count's seeds at once
 
 Each probed step count is run with every seed (recorded runs are reused, so an interrupted
 search resumes); a step count passes when its runs would be evidence under the rule: no run

@@ -5,6 +5,7 @@
     python scripts/submit.py --runs RUN_ID RUN_ID ...                         # exactly these runs
 
     python scripts/submit.py --optimizer muon --seeds 0-4 --rule steps        # decide under the other rule
+    python scripts/submit.py --optimizer muon --seeds 0-4 --launcher slurm --partition gpu   # the seeds as Slurm jobs, at once
 
 The decision follows the track's rule (nanogpt/tracks.py: `time` for every track now), or --rule:
 `time` scores the mean train time of the whole runs of the schedule and tests the final losses

@@ -3,6 +3,7 @@ recorded run.py run; resumable (rerun the same command: recorded runs are reused
 
     python scripts/sweep.py --optimizer muon --grid lr=0.01,0.02,0.04 --grid weight_decay=0,0.01 --seeds 0,1
     python scripts/sweep.py --optimizer adamw --random lr=log:1e-3:1e-1 --random adam_beta2=0.9:0.999 --trials 8 --seeds 0
+    python scripts/sweep.py ... --launcher slurm --partition gpu    # every missing run at once, one Slurm job each
 
 Random ranges: NAME=LO:HI (uniform), NAME=log:LO:HI (log-uniform), NAME=choice:A,B (integer
 hyperparameters are rounded). The search's trials, winner and tuning budget (trials, runs,
