@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis import stats
-from analysis.launch import Runner, ensure_runs
+from analysis.launch import Launcher, Runner, ensure_many, ensure_runs
 from analysis.records import append_entry, sweeps_path
 from analysis.submissions import jsonable
 from nanogpt.errors import UserError
@@ -202,10 +202,11 @@ def _shown(variant: dict) -> dict:
 
 
 def run_sweep(track: str, optimizer: str, sets: list[str], steps: int | None, no_compile: bool, nproc: int,
-              trials: list[dict[str, str]], search: dict, seeds: list[int], records_dir: str, runner: Runner,
+              trials: list[dict[str, str]], search: dict, seeds: list[int], records_dir: str, runner: Runner | Launcher,
               say: Say = print, debug_model: bool = False, data_dir: str | None = None, rule_name: str | None = None) -> dict:
-    """Run every trial for every seed (reusing recorded runs), then append the search's entry; its
-    winner is the trial the track's rule (or `rule_name`) ranks first (choose_winner)."""
+    """Run every trial for every seed (reusing recorded runs; the missing ones are launched
+    together, so a launcher that runs jobs at once runs them all at once), then append the search's
+    entry; its winner is the trial the track's rule (or `rule_name`) ranks first (choose_winner)."""
     from analysis.submissions import Rule
     if steps is not None and any("steps" in t for t in trials):
         raise UserError("--steps fixes the schedule length that the search varies; drop --steps")
@@ -215,18 +216,18 @@ def run_sweep(track: str, optimizer: str, sets: list[str], steps: int | None, no
                     "nproc": nproc, "search": search, "seeds": seeds, **_shown(variant)} | ({"rule": rule_name} if rule_name else {}))
     rule = Rule.of_track(specs[0].track, rule_name)
     say(f"sweep {sid}: {len(trials)} trials x {len(seeds)} seeds of {optimizer} on {track}")
-    start, launched, cpu_s, done = time.monotonic(), 0, 0.0, []
-    for i, (overrides, spec) in enumerate(zip(trials, specs), start=1):
-        made = ensure_runs(spec, seeds, records_dir, runner)
-        launched, cpu_s = launched + made.launched, cpu_s + made.cpu_s
-        t = judge_trial(summarize_trial(overrides, spec, made.rows), made.rows, spec.track.target, rule)
+    start = time.monotonic()
+    made = ensure_many([(spec, seeds, _show(t)) for t, spec in zip(trials, specs)], records_dir, runner)
+    done = []
+    for i, (overrides, spec, rows, launched) in enumerate(zip(trials, specs, made.rows, made.launched), start=1):
+        t = judge_trial(summarize_trial(overrides, spec, rows), rows, spec.track.target, rule)
         done.append(t)
         say(f"  trial {i}/{len(trials)} {_show(overrides)}: {t['steps']} steps, final loss {stats.fmt(t['mean_final_val_loss'], '.4f')}, "
             f"train time {stats.fmt(t['mean_train_time_s'], '.1f')} s, {'meets' if t['passed'] else 'misses'} the target "
-            f"under the {rule.name} rule{', reused' if not made.launched else ''}")
+            f"under the {rule.name} rule{', reused' if not launched else ''}")
     winner = choose_winner(done, rule.name)
     base = resolve(track, optimizer, sets, steps, no_compile, nproc, **variant)
-    entry = _entry("sweep", sid, base, search, seeds, done, winner, budget(done, launched, cpu_s, time.monotonic() - start))
+    entry = _entry("sweep", sid, base, search, seeds, done, winner, budget(done, sum(made.launched), made.cpu_s, time.monotonic() - start))
     entry["rule"] = rule.name
     append_entry(sweeps_path(records_dir), entry)
     return entry
@@ -249,7 +250,7 @@ def judge_trial(trial: dict, rows: list[dict], target: float, rule) -> dict:
 
 
 def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, nproc: int, seeds: list[int], records_dir: str,
-               runner: Runner, start: int, max_steps: int | None, tolerance: float, rule_name: str | None = None,
+               runner: Runner | Launcher, start: int, max_steps: int | None, tolerance: float, rule_name: str | None = None,
                say: Say = print, debug_model: bool = False, data_dir: str | None = None) -> dict:
     """The shortest schedule (--steps) that the rule admits (the track's, or `rule_name`): double
     (or halve) from `start` to bracket it, then bisect until the bracket is within `tolerance` (a
@@ -275,7 +276,7 @@ def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, np
     def probe(steps: int) -> bool:
         if steps not in probes:
             spec = resolve(track, optimizer, sets, steps, no_compile, nproc, **variant)
-            made = ensure_runs(spec, seeds, records_dir, runner)
+            made = ensure_runs(spec, seeds, records_dir, runner)  # its seeds together; the next step count depends on this one
             spent["launched"] += made.launched
             spent["cpu_s"] += made.cpu_s
             probes[steps] = judge_trial(summarize_trial({"steps": str(steps)}, spec, made.rows), made.rows, spec.track.target, rule)

@@ -2,6 +2,7 @@
 
     python scripts/find_steps.py --optimizer muon --seeds 0-2 [--start 400] [--max-steps 1200] [--tolerance 0.05]
     python scripts/find_steps.py --optimizer muon --seeds 0-2 --rule steps     # under the other rule
+    python scripts/find_steps.py --optimizer muon --seeds 0-2 --launcher slurm --partition gpu   # each step count's seeds at once
 
 Each probed step count is run with every seed (recorded runs are reused, so an interrupted
 search resumes); a step count passes when its runs would be evidence under the rule: no run
@@ -19,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis.launch import Runner, add_run_arguments, parse_seeds, subprocess_runner
+from analysis.launch import Launcher, Runner, add_run_arguments, make_launcher, parse_seeds
 from analysis.submissions import RULES
 from analysis.sweeps import find_steps, submit_command
 from nanogpt.errors import UserError, entry_point
@@ -39,12 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @entry_point("interrupted; rerun the same command to resume (recorded runs are reused)")
-def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
+def main(argv: list[str] | None = None, runner: Runner | Launcher | None = None) -> int:
     args = parse_args(argv)
     if not 0 <= args.tolerance < 1:
         raise UserError(f"--tolerance {args.tolerance}: must lie in [0, 1)")
     start = args.start or args.steps or get_track(args.track).steps
-    runner = runner or subprocess_runner(args.nproc, args.save_checkpoint)
+    runner = runner or make_launcher(args)
     entry = find_steps(args.track, args.optimizer, args.set, args.no_compile, args.nproc, parse_seeds(args.seeds),
                        args.records_dir, runner, start, args.max_steps, args.tolerance, args.rule,
                        debug_model=args.debug_model, data_dir=args.data_dir)

@@ -5,6 +5,7 @@
     python scripts/submit.py --runs RUN_ID RUN_ID ...                         # exactly these runs
 
     python scripts/submit.py --optimizer muon --seeds 0-4 --rule steps        # decide under the other rule
+    python scripts/submit.py --optimizer muon --seeds 0-4 --launcher slurm --partition gpu   # the seeds as Slurm jobs, at once
 
 The decision follows the track's rule (nanogpt/tracks.py: `time` for every track now), or --rule:
 `time` scores the mean train time of the whole runs of the schedule and tests the final losses
@@ -20,7 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis.launch import Runner, add_run_arguments, ensure_runs, launch_spec, parse_seeds, subprocess_runner
+from analysis.launch import Launcher, Runner, add_run_arguments, ensure_runs, launch_spec, make_launcher, parse_seeds
 from analysis.records import append_entry, read_entries, read_table, submissions_path
 from analysis.submissions import RULES, Rule, check_group, current_record, describe, make_entry
 from nanogpt.errors import UserError, entry_point
@@ -52,7 +53,7 @@ def named_runs(records_dir: str, run_ids: list[str]) -> list[dict]:
 
 
 @entry_point("interrupted; nothing was submitted (recorded runs are reused when you rerun the command)")
-def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
+def main(argv: list[str] | None = None, runner: Runner | Launcher | None = None) -> int:
     args = parse_args(argv)
     if bool(args.runs) == bool(args.seeds):
         raise UserError("give either --seeds (run or collect those seeds) or --runs (exactly these runs)")
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         rows = named_runs(args.records_dir, args.runs)
     else:
         spec = launch_spec(args)
-        runner = runner or subprocess_runner(args.nproc, args.save_checkpoint)
+        runner = runner or make_launcher(args)
         rows = ensure_runs(spec, parse_seeds(args.seeds), args.records_dir, runner, args.collect_only).rows
     check_group(rows)
     path = submissions_path(args.records_dir)

@@ -3,6 +3,7 @@ recorded run.py run; resumable (rerun the same command: recorded runs are reused
 
     python scripts/sweep.py --optimizer muon --grid lr=0.01,0.02,0.04 --grid weight_decay=0,0.01 --seeds 0,1
     python scripts/sweep.py --optimizer adamw --random lr=log:1e-3:1e-1 --random adam_beta2=0.9:0.999 --trials 8 --seeds 0
+    python scripts/sweep.py ... --launcher slurm --partition gpu    # every missing run at once, one Slurm job each
 
 Random ranges: NAME=LO:HI (uniform), NAME=log:LO:HI (log-uniform), NAME=choice:A,B (integer
 hyperparameters are rounded). The search's trials, winner and tuning budget (trials, runs,
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis.launch import Runner, add_run_arguments, launch_spec, parse_seeds, subprocess_runner
+from analysis.launch import Launcher, Runner, add_run_arguments, launch_spec, make_launcher, parse_seeds
 from analysis.submissions import RULES
 from analysis.sweeps import grid_trials, parse_grid, parse_random, random_trials, run_sweep, submit_command
 from nanogpt.errors import UserError, entry_point
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 @entry_point("interrupted; rerun the same command to resume (recorded runs are reused)")
-def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
+def main(argv: list[str] | None = None, runner: Runner | Launcher | None = None) -> int:
     args = parse_args(argv)
     if bool(args.grid) == bool(args.random):
         raise UserError("give --grid NAME=V1,V2 ... or --random NAME=SPEC ... (one kind of search)")
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None, runner: Runner | None = None) -> int:
         trials = random_trials(parse_random(args.random), args.trials, args.search_seed, base.hparams)
         search = {"random": args.random, "trials": args.trials, "search_seed": args.search_seed}
     entry = run_sweep(args.track, args.optimizer, args.set, args.steps, args.no_compile, args.nproc, trials, search, seeds,
-                      args.records_dir, runner or subprocess_runner(args.nproc, args.save_checkpoint),
+                      args.records_dir, runner or make_launcher(args),
                       debug_model=args.debug_model, data_dir=args.data_dir, rule_name=args.rule)
     b = entry["budget"]
     print(f"budget: {b['trials']} trials, {b['runs']} runs, {b['device_s']:.0f} device-seconds of training "
