@@ -56,7 +56,7 @@ def probe(root: Path, out: Path, argv: list[str]) -> int:
 
     run.spec_from_args = timed("configuration", run.spec_from_args)
     run.warmup_and_reset = timed("warmup (compilation)", run.warmup_and_reset)
-    run.machine_figure = timed("machine figure", run.machine_figure)
+    run.machine_figure = timed("machine figure", run.machine_figure, keep=lambda ms: outcome.setdefault("calib_ms", ms))
     run.evaluate = timed("evaluation", run.evaluate)  # the timed loop's evaluations (the warmup's probe is in the warmup)
     run.timed_loop = timed("timed loop", run.timed_loop, keep=lambda o: outcome.setdefault("train_time_s", o.train_time_s))
     run.Recording.finish = timed("recording", run.Recording.finish)
@@ -71,7 +71,8 @@ def probe(root: Path, out: Path, argv: list[str]) -> int:
               "training (timed)": train_s, "loop bookkeeping": loop_s - spent["evaluation"] - train_s,
               # everything else main did: reading the data, building and wrapping the model, the log's header
               "data and model": main_s - loop_s - sum(spent.get(p, 0.0) for p in named)}
-    out.write_text(json.dumps({"code": code, "phases": phases, "in_process_s": time.perf_counter() - t_start}))
+    out.write_text(json.dumps({"code": code, "phases": phases, "calib_ms": outcome.get("calib_ms"),
+                               "in_process_s": time.perf_counter() - t_start}))
     return code
 
 
@@ -88,7 +89,7 @@ def measured_run(root: Path, argv: list[str]) -> dict:
         result = json.loads(out.read_text())
     phases = result["phases"]
     phases["start-up and exit"] = wall - result["in_process_s"]
-    return {"code": code, "wall_s": wall, "phases": phases}
+    return {"code": code, "wall_s": wall, "phases": phases, "calib_ms": result["calib_ms"]}
 
 
 def load_module(root: Path, name: str):
