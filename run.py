@@ -39,6 +39,7 @@ from nanogpt.runlog import eval_line, train_line
 from nanogpt.timing import peak_memory_mb
 from nanogpt.tracks import OFFICIAL_RECORDS, PERSONAL_RUNS, TRACKS, get_track, offline_data_dir, prepare_hint
 from nanogpt.train import Workload, evaluate, timed_loop, warmup_and_reset
+from optimizers._library import INSTALL_HINT, missing
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,8 +63,11 @@ def list_everything(track_name: str) -> None:
     track = get_track(track_name)
     print(f"\noptimizers (hyperparameters for track {track.name}; override with --set KEY=VALUE):")
     for name in optimizers.available():
-        hp = default_hparams(load_optimizer(name), track)
-        print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in hp.items()))
+        spec = load_optimizer(name)
+        absent = f"  [needs {', '.join(missing(spec.module))}: {INSTALL_HINT}]" if missing(spec.module) else ""
+        print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in default_hparams(spec, track).items()) + absent)
+    print("  any installed class: --optimizer torch.optim.NAdam or --optimizer heavyball:SOAP (its keyword defaults are "
+          "the --set hyperparameters; README 'Library optimizers')")
 
 
 def environment(ctx: distributed.Dist) -> dict:
