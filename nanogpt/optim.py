@@ -20,7 +20,7 @@ and optionally
 
 An optimizer class can also be named directly: `--optimizer torch.optim.NAdam` or
 `--optimizer heavyball:SOAP` runs it on every role with its keyword defaults as the hyperparameters
-(optimizers/_library.py says how tuples and defaults without a type are handled).
+(`class_module` below says how tuples and defaults without a type are handled).
 
 On the optimizer objects build() returns, the harness (nanogpt/train.py) uses, when present:
 - `before_forward(step) -> bool`: called before each step's forward passes; returning True asks the
@@ -59,7 +59,7 @@ from nanogpt.model import ROLES
 from nanogpt.schedule import SCHEDULE_KEYS
 from nanogpt.tracks import Track
 from nanogpt.train import set_training
-from optimizers._library import class_module
+from optimizers._library import eager_on_cpu
 from optimizers._matrix import AUX_DEFAULTS, aux_adamw
 
 TUNED_FILE = Path(optimizers.__file__).parent / "tuned.toml"
@@ -88,6 +88,139 @@ class OptimizerSpec:
         aux = [r for r in ROLES if r not in self.roles]
         adam = {k: v for k, v in AUX_DEFAULTS.items() if k.startswith("adam_") or k.split("_")[0] in aux} if aux else {}
         return {**self.module.DEFAULTS, **{k: v for k, v in adam.items() if k not in self.module.DEFAULTS}}
+
+
+# ---- an installed optimizer class, named on the command line -------------------------------------
+
+
+def split_path(path: str) -> tuple[str, str]:
+    """'heavyball:SOAP' -> ('heavyball', 'SOAP'); 'torch.optim.NAdam' -> ('torch.optim', 'NAdam')."""
+    module, sep, attr = path.partition(":")
+    if not sep:
+        module, _, attr = path.rpartition(".")
+    if not module or not attr:
+        raise UserError(f"optimizer class {path!r}: expected a dotted path (torch.optim.NAdam) or package:Class (heavyball:SOAP)")
+    return module, attr
+
+
+def library_class(path: str) -> type[torch.optim.Optimizer]:
+    """The optimizer class named by `path`, imported; a one-line error when it is not there."""
+    module_name, attr = split_path(path)
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UserError(f"optimizer class {path}: cannot import {module_name!r} ({e}); install its package, "
+                        f"or name a shipped optimizer (run.py --list)") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    if not (isinstance(obj, type) and issubclass(obj, torch.optim.Optimizer)):
+        raise UserError(f"optimizer class {path}: {module_name} has no torch.optim.Optimizer subclass {attr!r}")
+    return obj
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def keyword_defaults(cls: type) -> dict:
+    """The constructor's keyword defaults as typed hyperparameters (see the module docstring)."""
+    out = {}
+    for name, p in list(inspect.signature(cls.__init__).parameters.items())[2:]:  # after self, params
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is p.empty:
+            raise UserError(f"{cls.__name__}: constructor argument {name!r} has no default, so it has no value or type "
+                            f"to set; write a module for it (README, 'Adding an optimizer')")
+        if isinstance(p.default, (bool, int, float, str)):
+            # weight_decay: float = 0 is a float hyperparameter (--set weight_decay=0.1 must parse)
+            out[name] = float(p.default) if _is_number(p.default) and "float" in str(p.annotation) else p.default
+        elif isinstance(p.default, tuple) and p.default and all(_is_number(v) for v in p.default):
+            out.update({f"{name}_{i}": v for i, v in enumerate(p.default)})
+    return out
+
+
+def constructor_kwargs(cls: type, hp: dict) -> dict:
+    """The hyperparameters in `hp` back as the constructor's keyword arguments (tuples re-assembled)."""
+    kwargs = {}
+    for name, p in list(inspect.signature(cls.__init__).parameters.items())[2:]:
+        if name in hp:
+            kwargs[name] = hp[name]
+        elif isinstance(p.default, tuple) and f"{name}_0" in hp:
+            kwargs[name] = tuple(hp[f"{name}_{i}"] for i in range(len(p.default)))
+    return kwargs
+
+
+def requires_closure(cls: type) -> bool:
+    """A class whose step() has no default for `closure` cannot step without one."""
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
+
+
+PROBE_STEPS = 3  # SOAP's first step only sets up its preconditioner
+
+
+def check_roles(cls: type, params: dict[str, list[torch.Tensor]], kwargs: dict) -> None:
+    """A few steps of the class on a copy of the first parameter of each role, with seeded gradients
+    (its own generator: the run's random state is untouched). A class that raises or leaves the copy
+    unchanged mishandles the role."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for role, ps in params.items():
+        if not ps:
+            continue
+        probe = torch.nn.Parameter(ps[0].detach().clone())
+        grad = torch.randn(probe.shape, generator=gen).to(probe.device, probe.dtype)
+        what = f"{cls.__name__} cannot handle the {role} role (a tensor of shape {tuple(probe.shape)})"
+        try:
+            opt = cls([probe], **kwargs)
+            if hasattr(opt, "train"):
+                opt.train()
+            for _ in range(PROBE_STEPS):
+                probe.grad = grad.clone()
+                opt.step((lambda: torch.zeros(())) if requires_closure(cls) else None)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise UserError(f"{what}: {type(e).__name__}: {first}") from None
+        if torch.equal(probe.detach(), ps[0].detach()):
+            raise UserError(f"{what}: its step left the tensor unchanged (a zero learning rate, or a class that skips such tensors)")
+
+
+def class_module(path: str) -> ModuleType:
+    """A synthetic optimizer module (DEFAULTS, build, LIBRARIES) for an installed optimizer class: the
+    class on every role in one parameter group, its constructor's keyword defaults as hyperparameters:
+
+    - bool, int, float and str defaults are hyperparameters of that type (an int default annotated
+      as a float, `weight_decay: float = 0`, is a float);
+    - a tuple of numbers is expanded to NAME_0, NAME_1, ... (betas=(0.9, 0.999) -> betas_0, betas_1)
+      and put back together for the constructor;
+    - any other default (None, a tuple holding None, a callable, a library's sentinel) is not
+      exposed: the class keeps its own default;
+    - a parameter without a default (besides `params`) is refused: it has no value and no type.
+
+    Before the run the class takes a few steps on a copy of one parameter of every role
+    (check_roles). A class whose `step` has no default for `closure` is given one. Its package's
+    name, version and file hash enter the identity through LIBRARIES (nanogpt/runspec.py)."""
+    cls = library_class(path)
+    module = ModuleType(f"optimizer_class_{path}")
+    module.__doc__ = f"{path}: the class on every role, its keyword defaults as hyperparameters."
+    module.CLASS = cls
+    module.LIBRARIES = (cls.__module__.split(".")[0],)
+    module.DEFAULTS = keyword_defaults(cls)
+
+    def build(params, hp, model):
+        kwargs = constructor_kwargs(cls, hp)
+        every = [p for ps in params.values() for p in ps]
+        eager_on_cpu(cls, every)
+        check_roles(cls, params, kwargs)
+        opt = cls(every, **kwargs)
+        opt.needs_closure = requires_closure(cls)
+        return [opt]
+
+    module.build = build
+    return module
+
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def load_optimizer(spec: str) -> OptimizerSpec:
