@@ -123,7 +123,7 @@ def _is_number(v) -> bool:
 
 
 def keyword_defaults(cls: type) -> dict:
-    """The constructor's keyword defaults as typed hyperparameters (see the module docstring)."""
+    """The constructor's keyword defaults as typed hyperparameters (the rules: class_module)."""
     out = {}
     for name, p in list(inspect.signature(cls.__init__).parameters.items())[2:]:  # after self, params
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
