@@ -61,9 +61,14 @@ def list_everything(track_name: str) -> None:
         print(f"  {t.name:16s} target {t.target:<6} {t.steps:>6} steps (budget {t.max_steps})  {t.hardware:10s} {t.description}")
     track = get_track(track_name)
     print(f"\noptimizers (hyperparameters for track {track.name}; override with --set KEY=VALUE):")
+    from optimizers._library import INSTALL_HINT, missing  # only --list needs it: not part of a run's identity
+
     for name in optimizers.available():
-        hp = default_hparams(load_optimizer(name), track)
-        print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in hp.items()))
+        spec = load_optimizer(name)
+        absent = f"  [needs {', '.join(missing(spec.module))}: {INSTALL_HINT}]" if missing(spec.module) else ""
+        print(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in default_hparams(spec, track).items()) + absent)
+    print("  any installed class: --optimizer torch.optim.NAdam or --optimizer heavyball:SOAP (its keyword defaults are "
+          "the --set hyperparameters; README 'Library optimizers')")
 
 
 def environment(ctx: distributed.Dist) -> dict:

@@ -26,7 +26,9 @@ import pandas as pd  # noqa: E402
 
 from analysis import stats  # noqa: E402
 
-COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]  # the ten of matplotlib's default cycle (tab10)
+# the ten of matplotlib's default cycle (tab10), then the darkest shades of tab20b and tab20c: twenty, as many
+# shipped optimizers as the library baselines (issue 10) bring
+COLORS = [*plt.rcParams["axes.prop_cycle"].by_key()["color"], *(plt.get_cmap(m)(i) for m in ("tab20b", "tab20c") for i in range(0, 20, 4))]
 EXTRA = [plt.get_cmap("tab20")(i) for i in range(1, 20, 2)]  # the light tab20 shades, for optimizers not shipped
 SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "optimizers").glob("*.py") if not p.stem.startswith("_"))
 

@@ -105,13 +105,17 @@ def resolve(track_name: str, optimizer: str, sets: list[str], steps: int | None 
     hp = apply_overrides(hp, [*sets, *([] if steps is None else [f"steps={steps}"])], track.max_steps)
     track = track.with_overrides(steps=hp["steps"])
     harness = harness_files(ROOT)
-    deps, others = closure(opt.path, ROOT)
-    code = [optimizer_section(opt.path.name), *deps]
-    sources = {**read_sources(ROOT, harness), optimizer_section(opt.path.name): opt.source, **read_sources(ROOT, deps)}
+    # an installed class: its defining file is embedded and hashed; its package by name, version and files
+    deps, others = ([], []) if opt.library_class else closure(opt.path, ROOT)
+    section = optimizer_section(f"{opt.name} ({opt.path.name})" if opt.library_class else opt.path.name)
+    code = [section, *deps]
+    sources = {**read_sources(ROOT, harness), section: opt.source, **read_sources(ROOT, deps)}
+    packages = third_party(sorted({*others, *getattr(opt.module, "LIBRARIES", ())}))
     # absolute, as run.py is launched from the repository root
-    cli = ["--track", track_name, "--optimizer", str(opt.path) if not opt.shipped else optimizer, *(a for s in sets for a in ("--set", s))]
+    by_name = opt.shipped or opt.library_class
+    cli = ["--track", track_name, "--optimizer", optimizer if by_name else str(opt.path), *(a for s in sets for a in ("--set", s))]
     cli += [] if steps is None else ["--steps", str(steps)]
     cli += ["--no-compile"] if no_compile else []
     cli += ["--debug-model"] if debug_model else []
     cli += ["--data-dir", str(Path(data_dir).resolve())] if data_dir else []
-    return RunSpec(track, opt, hp, world_size, sources, harness, code, third_party(others), tuple(cli))
+    return RunSpec(track, opt, hp, world_size, sources, harness, code, packages, tuple(cli))

@@ -89,9 +89,19 @@ def with_last(items: Iterable) -> Iterator[tuple[object, bool]]:
     yield current, True
 
 
-def step_optimizers(opts: Optimizers) -> None:
-    for o in opts:
-        o.step()
+def needs_closure(o: torch.optim.Optimizer) -> bool:
+    """An optimizer declares that its step needs a closure with `needs_closure = True` (nanogpt/optim.py)."""
+    return bool(getattr(o, "needs_closure", False))
+
+
+def step_optimizers(opts: Optimizers, closure: Callable[[], torch.Tensor] | None = None) -> None:
+    """Step the optimizers that need no closure first, on this step's gradients; then those that
+    declare one, with the closure (it recomputes every gradient, so it must not run before the others step)."""
+    for o in sorted(opts, key=needs_closure):
+        if needs_closure(o):
+            o.step(closure)
+        else:
+            o.step()
 
 
 def wants_eager(opts: Optimizers, step: int) -> bool:
@@ -99,23 +109,43 @@ def wants_eager(opts: Optimizers, step: int) -> bool:
     return any([o.before_forward(step) for o in opts if hasattr(o, "before_forward")])
 
 
-def train_step(w: Workload, opts: Optimizers, step: int, batches: MicroBatches, lr_mult: float,
-               opt_timer: RegionTimer | None = None, optimizer_step: Callable[[Optimizers], None] = step_optimizers) -> float:
-    """Forward and backward over this rank's micro-batches (gradients averaged over ranks during the
-    last one's backward), set the learning rate, step the optimizers; returns the step's mean train
-    loss over all ranks. A step an optimizer asks to see eagerly (before_forward) runs uncompiled.
-    `optimizer_step` lets a diagnostic observe the optimizers' step; it is not timed differently."""
+def forward_backward(w: Workload, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Forward and backward over this rank's micro-batches, gradients accumulated locally and averaged
+    over ranks during the last one's backward; returns this rank's mean loss (a detached 0-d tensor)."""
     loss_sum = torch.zeros((), device=w.ctx.device)
-    with w.uncompiled() if wants_eager(opts, step) else contextlib.nullcontext():
-        for (x, y), last in with_last(batches):
-            with contextlib.nullcontext() if last else w.no_sync():
-                with w.autocast():
-                    loss = w.train_model(x, y) / w.accum
-                loss.backward()
-            loss_sum += loss.detach()
+    for (x, y), last in with_last(batches):
+        with contextlib.nullcontext() if last else w.no_sync():
+            with w.autocast():
+                loss = w.train_model(x, y) / w.accum
+            loss.backward()
+        loss_sum += loss.detach()
+    return loss_sum
+
+
+def train_step(w: Workload, opts: Optimizers, step: int, batches: MicroBatches, lr_mult: float,
+               opt_timer: RegionTimer | None = None, optimizer_step: Callable[..., None] = step_optimizers) -> float:
+    """Forward and backward over this rank's micro-batches, set the learning rate, step the optimizers;
+    returns the step's mean train loss over all ranks. A step an optimizer asks to see eagerly
+    (before_forward) runs uncompiled. An optimizer that declares `needs_closure` gets a closure that
+    zeroes the gradients and re-runs the same forward and backward (same micro-batches, same mode)
+    at the current weights, returning the loss: it runs inside the step, so its cost is timed.
+    `optimizer_step` lets a diagnostic observe the optimizers' step; it is not timed differently."""
+    batches = list(batches)
+    mode = w.uncompiled if wants_eager(opts, step) else contextlib.nullcontext
+    with mode():
+        loss_sum = forward_backward(w, batches)
+
+    def closure() -> torch.Tensor:
+        w.model.zero_grad(set_to_none=True)
+        with torch.enable_grad(), mode():
+            return forward_backward(w, batches)
+
     set_lr(opts, lr_mult)
     with opt_timer if opt_timer is not None else contextlib.nullcontext():
-        optimizer_step(opts)
+        if any(needs_closure(o) for o in opts):
+            optimizer_step(opts, closure=closure)
+        else:
+            optimizer_step(opts)
     w.model.zero_grad(set_to_none=True)
     return distributed.all_reduce_sum(loss_sum).item() / w.ctx.world_size
 
@@ -128,6 +158,14 @@ def eval_batch(micro_batch_size: int, seq_len: int) -> int:
     than EVAL_TOKENS tokens. Evaluation is outside the clock but inside every run's wall time;
     the loss is the same sum over the same windows (up to float rounding of the per-batch sums)."""
     return max(micro_batch_size, EVAL_TOKENS // seq_len)
+
+
+def set_training(opts: Optimizers, training: bool) -> None:
+    """`train()` or `eval()` on every optimizer that has them (schedule-free methods swap the model's
+    weights to their averaged point for evaluation and back). Called with the clock stopped."""
+    for o in opts:
+        if hasattr(o, "train") and hasattr(o, "eval"):
+            (o.train if training else o.eval)()
 
 
 @torch.no_grad()
@@ -153,6 +191,7 @@ def warmup_and_reset(w: Workload, build: Callable[[], Optimizers], next_batch: C
     opts = build()
     for step in range(steps):
         train_step(w, opts, step, w.split(next_batch()), lr_mult=1.0)
+    set_training(opts, False)
     evaluate(w, val_probe, batch)
     w.model.load_state_dict(initial)
     reset_data()
@@ -189,7 +228,10 @@ def timed_loop(w: Workload, opts: Optimizers, next_batch: Callable[[], np.ndarra
     status, steps_done, last_loss, interruption = "ok", 0, math.nan, None
 
     def evaluation(step: int) -> None:
+        set_training(opts, False)  # the optimizers' evaluation point (schedule-free: the averaged weights)
         loss = run_eval()
+        if step < total:
+            set_training(opts, True)  # after the last evaluation the model keeps the weights evaluated (checkpoint)
         evals.append((step, loss, clock.elapsed))
         on_eval(step, loss, clock.elapsed)
 
