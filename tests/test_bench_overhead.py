@@ -3,11 +3,13 @@ script, so the test checks the accounting, not any speed)."""
 
 import json
 
+import pytest
 from conftest import load_script
 
 bench = load_script("bench_overhead")
 
 
+@pytest.mark.slow  # a fresh process of run.py: about 25 s alone, more under load
 def test_the_phases_of_a_run_add_up_to_its_wall_time(tmp_path, capsys):
     out = tmp_path / "o.json"
     assert bench.main(["--repeats", "1", "--steps", "3", "--out", str(out), "--", "--debug-model", "--no-compile", "--quiet"]) == 0
