@@ -4,6 +4,9 @@ formulas, expert banks in every Muon variant against separate matrices, the expe
 
 import dataclasses
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -224,3 +227,24 @@ def test_new_tracks_run_three_steps_and_log_their_size(track, tmp_path):
         assert sorted(loads) == [0, 3] and len(loads[3]) == 2 and all(layer["dropped"] == 0 for layer in loads[3])
     else:
         assert row.params_active == row.params_total and loads == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer, sets", [("muon", []), ("newton_muon", ["--set", "refresh_every=2"])])
+def test_two_gloo_processes_shard_expert_banks_like_one_process(optimizer, sets, tmp_path, root):
+    """tiny-moe-cpu's debug model under torchrun: the banks' expert matrices are sharded across the
+    2 ranks with the other matrices (Newton-Muon's per-expert statistics all-reduced), and the loss
+    trajectory equals that of 1 process accumulating the same batch (up to summation order)."""
+    args = ["--track", "tiny-moe-cpu", "--debug-model", "--steps", "6", "--quiet", "--optimizer", optimizer, *sets]
+    assert run.main([*args, "--records-dir", str(tmp_path / "one")]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", *args,
+           "--records-dir", str(tmp_path / "two")]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = []
+    for folder in ("one", "two"):
+        row = read_table(tmp_path / folder).iloc[0]
+        training = parse_log(tmp_path / folder / row.log).training
+        losses.append([s.loss for s in training.steps] + [e.loss for e in training.evals])
+    assert len(losses[0]) == len(losses[1]) == 6 + 3
+    assert max(abs(a - b) for a, b in zip(*losses)) <= 2e-4, losses
