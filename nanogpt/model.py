@@ -208,11 +208,12 @@ class MoE(nn.Module):
         z = torch.logsumexp(logits, dim=-1).square().mean()
         return weights, experts, m.aux_loss_coef * balance + m.z_loss_coef * z
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the experts' output, the weighted auxiliary loss of this layer's router)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The experts' output; the router's weighted auxiliary loss is left in self.aux_loss for
+        GPT's training loss (the block keeps returning only the residual stream)."""
         shape = x.shape
         x = x.reshape(-1, shape[-1])
-        weights, experts, aux = self.route(x)
+        weights, experts, self.aux_loss = self.route(x)
         flat = experts.flatten()
         order = flat.argsort(stable=True)
         counts = torch.bincount(flat, minlength=self.cfg.n_experts)
@@ -232,7 +233,7 @@ class MoE(nn.Module):
             out.index_add_(0, idx, y * weights.flatten()[slot, None].to(y.dtype))
         if self.shared is not None:
             out = out + self.shared(x)
-        return out.view(shape), aux
+        return out.view(shape)
 
     def take_load(self) -> torch.Tensor:
         """Tokens routed to each expert since the last call (then reset to zero)."""
@@ -251,13 +252,10 @@ class Block(nn.Module):
         self.attn_gain = nn.Parameter(torch.ones(cfg.n_embd)) if cfg.norm_gains else None
         self.mlp_gain = nn.Parameter(torch.ones(cfg.n_embd)) if cfg.norm_gains else None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
-        """(the block's output, its router's weighted auxiliary loss; 0 for a dense MLP)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.attn(rms_norm(x, self.norm_eps, self.attn_gain))
         x = x + (a if self.attn_scale is None else self.attn_scale * a)
-        m = self.mlp(rms_norm(x, self.norm_eps, self.mlp_gain))
-        m, aux = m if isinstance(self.mlp, MoE) else (m, 0.0)
-        return x + m, aux
+        return x + self.mlp(rms_norm(x, self.norm_eps, self.mlp_gain))
 
 
 class GPT(nn.Module):
@@ -352,10 +350,8 @@ class GPT(nn.Module):
         x = self.wte(idx)
         if cfg.embed_norm:
             x = rms_norm(x, cfg.norm_eps)
-        aux = 0.0
         for block in self.blocks:
-            x, a = block(x)
-            aux = aux + a
+            x = block(x)
         x = rms_norm(x, cfg.norm_eps, self.final_gain)
         logits = self.lm_head(x) if self.lm_head is not None else F.linear(x, self.wte.weight)
         if cfg.logit_cap > 0 and cfg.logit_cap_dtype == "logits":
@@ -364,8 +360,9 @@ class GPT(nn.Module):
         if cfg.logit_cap > 0 and cfg.logit_cap_dtype == "float32":
             logits = cfg.logit_cap * torch.tanh(logits / cfg.logit_cap)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
-        # Training adds the routers' auxiliary losses; evaluation (no autograd) is the pure LM loss.
-        return loss + aux if torch.is_grad_enabled() else loss
+        if cfg.moe is None or not torch.is_grad_enabled():
+            return loss  # evaluation (no autograd) is the pure language-model loss
+        return loss + sum(block.mlp.aux_loss for block in self.blocks)  # training adds the routers' losses
 
     def param_counts(self) -> dict[str, int]:
         """Total parameters, and the active ones a token uses (top_k of the n_experts experts)."""

@@ -210,9 +210,10 @@ TRACKS.update({
     # experts, top-2, softmax router, top-2 weights renormalised) plus the Switch load-balancing loss
     # (0.01) and the ST-MoE router z-loss (0.001), on tiny-cpu's data, size, batch and cadence. Expert
     # width 176 = half the dense SwiGLU width: the two active experts cost what tiny-llama-cpu's MLP
-    # costs. Uncompiled: torch.compile works on the MoE model (same loss as eager), but the dropless
-    # expert loop has data-dependent sizes (a graph break at the per-expert split, recompilation as the
-    # counts change) and compiling took minutes on 2 shared cores. PROVISIONAL target as above: the
+    # costs. Uncompiled: torch.compile works on the MoE model (same loss and gradients as eager), but
+    # the dropless expert loop has data-dependent sizes (a graph break at each layer's per-expert
+    # split, recompilation as the counts change); whether inductor pays for that here is unmeasured,
+    # a question for the calibration on a quiet machine. PROVISIONAL target as above: the
     # default Muon's final losses at 400 steps, seeds 0-2, were 1.4876, 1.4994, 1.4932 (mean 1.4934): 1.54.
     "tiny-moe-cpu": Track(
         name="tiny-moe-cpu",
