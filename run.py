@@ -35,7 +35,7 @@ from nanogpt.errors import UserError, entry_point, interrupt_on_sigterm, interru
 from nanogpt.model import GPT
 from nanogpt.optim import build_optimizers, default_hparams, load_optimizer
 from nanogpt.recording import Recording, check_records_dir
-from nanogpt.runlog import eval_line, train_line
+from nanogpt.runlog import eval_line, expert_load_line, train_line
 from nanogpt.timing import peak_memory_mb
 from nanogpt.tracks import OFFICIAL_RECORDS, PERSONAL_RUNS, TRACKS, get_track, offline_data_dir, prepare_hint
 from nanogpt.train import Workload, eval_batch, evaluate, timed_loop, warmup_and_reset
@@ -157,7 +157,8 @@ def train(args: argparse.Namespace) -> int:
 
     # ---- the run log ------------------------------------------------------------------------------
     rec = Recording(spec, args.records_dir, args.seed, environment(ctx), flops_per_token=model.flops_per_token(track.seq_len),
-                    diverge_at=diverge_at, write=ctx.is_main)
+                    diverge_at=diverge_at, params=model.param_counts(), write=ctx.is_main)
+    model.expert_load()  # an MoE model's routing counters start after the warmup's evaluation
 
     def say(text: str, always: bool = False) -> None:
         if ctx.is_main and (always or not args.quiet):
@@ -170,6 +171,8 @@ def train(args: argparse.Namespace) -> int:
         line = eval_line(step, track.steps, loss, elapsed)
         rec.line(line)
         say(line)
+        if loads := model.expert_load():  # an MoE model: how this evaluation's tokens were routed, all ranks
+            rec.line(expert_load_line(step, distributed.all_reduce_sum(torch.stack(loads)).tolist()))
 
     progress_every = max(1, track.steps // 20)
 

@@ -26,8 +26,10 @@ from nanogpt.runlog import RunLog, Training, figures, parse_training
 if TYPE_CHECKING:
     from nanogpt.runspec import RunSpec
 
-SCHEMA_VERSION = 3  # of the table and the logs (records/README.md); 3 added the machine and contention figures
-LOG_VERSIONS = (2, 3)  # logs this harness reads: a version-2 log has no machine or contention figures
+SCHEMA_VERSION = 4  # of the table and the logs (records/README.md); 3 added the machine and contention figures,
+#                    4 the model's size: total and active parameters, FLOPs per token of the active path
+LOG_VERSIONS = (2, 3, 4)  # logs this harness reads: a version-2 log has no machine or contention figures, one
+#                           before 4 no parameter counts
 ENTRY_VERSION = 2  # of submissions.jsonl and sweeps.jsonl entries
 COLUMNS = [
     "run_id", "date", "track", "hardware", "optimizer", "hparams", "seed", "world_size", "device", "status",
@@ -35,11 +37,13 @@ COLUMNS = [
     "steps_to_target", "tokens_to_target", "flops_to_target", "step_time_ms", "opt_step_share", "peak_mem_mb",
     "code_sha256", "harness_sha256", "track_sha256", "torch_version", "schema_version", "log", "checkpoint",
     "calib_ms", "cpu_util", "cpu_pressure", "steal", "gpu_util", "gpu_other_procs", "contended",
+    "params_total", "params_active", "flops_per_token",
 ]
 STATUSES = ("ok", "diverged", "interrupted")
 NUMERIC = ["seed", "world_size", "steps", "tokens", "train_time_s", "final_val_loss", "target", "time_to_target_s",
            "steps_to_target", "tokens_to_target", "flops_to_target", "step_time_ms", "opt_step_share", "peak_mem_mb",
-           "schema_version", "calib_ms", "cpu_util", "cpu_pressure", "steal", "gpu_util", "gpu_other_procs"]
+           "schema_version", "calib_ms", "cpu_util", "cpu_pressure", "steal", "gpu_util", "gpu_other_procs",
+           "params_total", "params_active", "flops_per_token"]
 BOOLEAN = ["reached_target", "contended"]
 REQUIRED = ["run_id", "track", "optimizer", "hparams", "seed", "status", "schema_version"]
 # Measurements the training lines cannot reproduce: verify checks them against the log's result section only.
@@ -182,6 +186,9 @@ def build_row(config: dict, environment: dict, training: Training, status: str |
         "code_sha256": config["code_sha256"], "harness_sha256": config["harness_sha256"],
         "track_sha256": config["track_sha256"], "torch_version": environment["torch"], "schema_version": SCHEMA_VERSION,
         "log": log, **{k: measured.get(k) for k in MEASURED},
+        # the model's size from the config (absent from logs before version 4: empty)
+        "params_total": config.get("params_total"), "params_active": config.get("params_active"),
+        "flops_per_token": config["flops_per_token"],
     }
 
 
@@ -208,7 +215,9 @@ class Recording:
     computed from the lines as written, appended to the table. Ranks other than 0 write nothing."""
 
     def __init__(self, spec: RunSpec, records_dir: str | Path, seed: int, environment: dict, *, flops_per_token: int,
-                 diverge_at: float, write: bool = True):
+                 diverge_at: float, params: dict[str, int] | None = None, write: bool = True):
+        """`params`: the model's params_total and params_active (GPT.param_counts()), logged in the
+        config next to flops_per_token (the active path's); tests' synthetic runs have no model."""
         started = datetime.datetime.now(datetime.UTC)
         self.run_id = f"{started:%Y%m%d-%H%M%S}-{spec.track.name}-{spec.optimizer.name}-s{seed}-{uuid.uuid4().hex[:6]}"
         self.records_dir = Path(records_dir)
@@ -216,6 +225,7 @@ class Recording:
         self.environment = environment
         self.config = spec.config(run_id=self.run_id, seed=seed, date=started.isoformat(timespec="seconds"),
                                   world_size=environment["world_size"], flops_per_token=flops_per_token, diverge_at=diverge_at)
+        self.config |= params or {}
         self.log = RunLog(self.path) if write else None
         if self.log:
             self.log.begin(self.config, environment, spec.sources)

@@ -85,6 +85,31 @@ def train_line(step: int, total: int, loss: float, elapsed_s: float) -> str:
     return f"step:{step}/{total} train_loss:{loss:.4f} train_time:{ms:.0f}ms step_avg:{ms / max(step, 1):.2f}ms"
 
 
+def expert_load_line(step: int, loads: list[list[int]]) -> str:
+    """The routing of the evaluation at `step`: per MoE layer, the largest and smallest share of the
+    (token, expert) assignments an expert received and how many experts received none; uniform
+    routing gives max = min = 1/n_experts, a collapsed router max = 1/top_k and idle experts.
+    Dropless routing drops no token (dropped:0). Not a `step:` line: parse_training skips it."""
+    parts = []
+    for i, counts in enumerate(loads):
+        total = max(sum(counts), 1)
+        parts.append(f"L{i}:max={max(counts) / total:.3f},min={min(counts) / total:.3f},idle={sum(c == 0 for c in counts)}")
+    return f"expert_load step:{step} dropped:0 " + " ".join(parts)
+
+
+EXPERT_LOAD_RE = re.compile(r"^expert_load step:(\d+) dropped:(\d+)((?: L\d+:max=[\d.]+,min=[\d.]+,idle=\d+)*)$")
+
+
+def parse_expert_loads(lines: list[str]) -> dict[int, list[dict[str, float]]]:
+    """The expert_load lines of a training section: step -> per layer {max, min, idle, dropped}."""
+    out = {}
+    for text in lines:
+        if m := EXPERT_LOAD_RE.match(text):
+            layers = re.findall(r"L\d+:max=([\d.]+),min=([\d.]+),idle=(\d+)", m[3])
+            out[int(m[1])] = [{"max": float(a), "min": float(b), "idle": int(c), "dropped": int(m[2])} for a, b, c in layers]
+    return out
+
+
 class RunLog:
     """Append-only writer, flushed line by line so that an interrupted run keeps everything up to
     the interruption. It remembers the training lines it wrote: the row is computed from them."""

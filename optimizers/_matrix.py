@@ -10,7 +10,9 @@ normalization epsilon, cautious decay, orthogonalization dtype). Those are optio
 class, so a variant or a reference implementation is a configuration, not a copy of the loop.
 
 Matrices of one shape are orthogonalized in one batched call; with several processes each rank
-orthogonalizes its share of the stack and the results are all-gathered.
+orthogonalizes its share of the stack and the results are all-gathered. An expert bank (experts x
+m x n, nanogpt/model.py MoE) is E matrices everywhere: in that stack, in the shape factor (of m x n),
+and in every variant's state (element-wise, or reduced over the last two dimensions only).
 """
 
 from __future__ import annotations
@@ -207,13 +209,16 @@ class MatrixOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             by_shape = defaultdict(list)
             for p in group["params"]:
-                by_shape[p.shape].append(p)
+                by_shape[p.shape[-2:]].append(p)
             for params in by_shape.values():
                 dtype = self.ortho_dtype(params[0], group)
-                stack = torch.stack([self.direction(p, group) for p in params])
+                # A bank (experts x m x n) is its experts' m x n matrices: they join the one stack of
+                # that shape, so they are orthogonalized in the batched call and sharded across ranks
+                # like separate matrices.
+                stack = torch.cat([self.direction(p, group).view(-1, *p.shape[-2:]) for p in params])
                 ortho = self.orthogonalize_stack(stack, group, dtype)
-                for p, o in zip(params, ortho):
-                    self.apply_update(p, self.postprocess(p, o, self.state[p], group), group)
+                for p, o in zip(params, ortho.split([p[..., 0, 0].numel() for p in params])):
+                    self.apply_update(p, self.postprocess(p, o.view(p.shape), self.state[p], group), group)
             group["step"] += 1
         return loss
 

@@ -14,6 +14,11 @@ where Z stacks the layer's inputs; plain Muon drops the right preconditioner. In
 - every step after the first refresh, G <- G K⁻¹ before Muon's momentum; the rest is Muon.
 - matrices that read one input share one statistic (q, k and v); the 4x-wide MLP
   down-projection uses 4 block-diagonal d x d statistics (model.matrix_inputs()).
+- an expert bank (experts x m x n) keeps one statistic per expert, from the tokens routed to that
+  expert only: its input module (model.RoutedInput, with `n_experts`) is called as (z, expert) once
+  per expert, and K, K⁻¹ get a leading experts dimension. Each expert's K is the EWMA of its own
+  per-micro-batch means over the micro-batches that routed tokens to it; an expert that has never
+  received a token keeps K⁻¹ = I, exactly like a separate matrix whose layer never ran.
 
 Defaults beta 0.95, gamma 0.2, refresh every 32 steps (the paper's configuration 1). Both
 reference code paths (track-3 record #15, the paper repository's configuration 1) are reproduced
@@ -32,11 +37,12 @@ from optimizers._matrix import MatrixOptimizer, build_family, family_defaults
 
 
 def right_precondition(grad: torch.Tensor, k_inv: torch.Tensor) -> torch.Tensor:
-    """G K⁻¹ for K⁻¹ of shape (blocks, d, d): column block i of G is multiplied by K⁻¹_i."""
-    blocks, d = k_inv.shape[0], k_inv.shape[-1]
+    """G K⁻¹ for K⁻¹ of shape (..., blocks, d, d): column block i of G is multiplied by K⁻¹_i; the
+    leading dimensions (an expert bank's experts) match G's."""
+    blocks, d = k_inv.shape[-3], k_inv.shape[-1]
     if blocks == 1:
-        return grad @ k_inv[0]
-    g = grad.unflatten(-1, (blocks, d)).transpose(-3, -2)  # (blocks, m, d)
+        return grad @ k_inv[..., 0, :, :]
+    g = grad.unflatten(-1, (blocks, d)).transpose(-3, -2)  # (..., blocks, m, d)
     return (g @ k_inv).transpose(-3, -2).flatten(-2)
 
 
@@ -45,7 +51,7 @@ class NewtonMuon(MatrixOptimizer):
 
     `inputs` maps a hidden matrix to (module whose input it reads, number of diagonal blocks).
     The first matrix of each module owns the statistic: its state holds K and K_inv with shape
-    (blocks, d, d) and the number of refreshes so far.
+    (blocks, d, d) ((experts, blocks, d, d) for a bank) and the number of refreshes so far (per expert).
     """
 
     OPTIONS = {"refresh_every": 32, "newton_beta": 0.95, "newton_gamma": 0.2, "ridge_eps": 1e-8}
@@ -61,14 +67,16 @@ class NewtonMuon(MatrixOptimizer):
         for p, (module, blocks) in (inputs or {}).items():
             if p not in mine:
                 raise ValueError("inputs names a tensor this optimizer does not update")
-            if p.ndim != 2 or p.size(-1) % blocks:
-                raise ValueError(f"a {tuple(p.shape)} matrix cannot read an input of {blocks} equal blocks")
+            experts = getattr(module, "n_experts", 0)
+            if p.ndim != (3 if experts else 2) or (experts and p.size(0) != experts) or p.size(-1) % blocks:
+                raise ValueError(f"a {tuple(p.shape)} {'bank' if experts else 'matrix'} cannot read an input of "
+                                 f"{blocks} equal blocks{f' routed to {experts} experts' if experts else ''}")
             owner, owner_blocks = self.sources.setdefault(module, (p, blocks))
             if owner_blocks != blocks or owner.size(-1) != p.size(-1):
                 raise ValueError("matrices sharing one input must have the same width and blocks")
             self.owner[p] = owner
         self._hooks: list = []
-        self._sums: dict[torch.nn.Module, list] = {}  # module -> [sum of ZᵀZ/N, number of micro-batches]
+        self._sums: dict[torch.nn.Module, list] = {}  # module -> [sum of ZᵀZ/N, micro-batches] (per expert)
 
     # --- statistics ----------------------------------------------------------------------------
     def before_forward(self, step: int) -> bool:
@@ -79,60 +87,72 @@ class NewtonMuon(MatrixOptimizer):
             self._hooks = [module.register_forward_pre_hook(self._collect) for module in self.sources]
         return True
 
+    def _stat_shape(self, module: torch.nn.Module) -> tuple[int, ...]:
+        """(experts,) if routed, then (blocks, d, d)."""
+        owner, blocks = self.sources[module]
+        experts = getattr(module, "n_experts", 0)
+        return (*((experts,) if experts else ()), blocks, owner.size(-1) // blocks, owner.size(-1) // blocks)
+
     @torch.no_grad()
     def _collect(self, module: torch.nn.Module, args: tuple) -> None:
         blocks = self.sources[module][1]
         z = args[0].detach().float().reshape(-1, args[0].size(-1))
         z = z.unflatten(-1, (blocks, -1)).transpose(0, 1)  # (blocks, N, d)
         s = z.mT @ z / z.size(1)
-        acc = self._sums.setdefault(module, [torch.zeros_like(s), 0])
-        acc[0] += s
-        acc[1] += 1
+        shape = self._stat_shape(module)
+        sums, counts = self._sums.setdefault(module, [s.new_zeros(shape), s.new_zeros(shape[:-3])])
+        at = args[1] if getattr(module, "n_experts", 0) else ...  # a routed input: (z, expert)
+        sums[at] += s
+        counts[at] += 1
 
-    def _reduced_means(self) -> dict[torch.nn.Module, torch.Tensor]:
-        """The mean ZᵀZ/N over all micro-batches of all ranks, per module that saw input."""
+    def _reduced_means(self) -> dict[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+        """Per module that saw input: the mean ZᵀZ/N over all micro-batches of all ranks (per expert,
+        over those that routed tokens to it) and the number of such micro-batches."""
         modules = list(self.sources)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             device = self.sources[modules[0]][0].device
             parts = []
             for module in modules:
-                owner, blocks = self.sources[module]
-                d = owner.size(-1) // blocks
-                s, count = self._sums.get(module, [torch.zeros(blocks, d, d, device=device), 0])
-                parts += [s.flatten(), torch.tensor([float(count)], device=device)]
+                shape = self._stat_shape(module)
+                zeros = [torch.zeros(shape, device=device), torch.zeros(shape[:-3], device=device)]
+                parts += [t.flatten() for t in self._sums.get(module, zeros)]
             flat = torch.cat(parts)
             dist.all_reduce(flat)
             offset = 0
             for module in modules:
-                owner, blocks = self.sources[module]
-                d = owner.size(-1) // blocks
-                n = blocks * d * d
-                self._sums[module] = [flat[offset : offset + n].view(blocks, d, d), flat[offset + n].item()]
-                offset += n + 1
-        return {m: s / count for m, (s, count) in self._sums.items() if count > 0}
+                shape = self._stat_shape(module)
+                n, e = torch.Size(shape).numel(), torch.Size(shape[:-3]).numel()
+                self._sums[module] = [flat[offset : offset + n].view(shape), flat[offset + n : offset + n + e].view(shape[:-3])]
+                offset += n + e
+        return {m: (s / count.clamp(min=1)[..., None, None, None], count) for m, (s, count) in self._sums.items()
+                if count.sum() > 0}
 
     def inverse(self, k: torch.Tensor) -> torch.Tensor:
         """(K + (gamma tr(K)/d + ridge_eps) I)⁻¹ per block by Cholesky; I where it fails."""
         eye = torch.eye(k.size(-1), dtype=k.dtype, device=k.device)
         ridge = self.defaults["newton_gamma"] * k.diagonal(dim1=-2, dim2=-1).sum(-1) / k.size(-1) + self.defaults["ridge_eps"]
-        chol, info = torch.linalg.cholesky_ex(k + ridge[:, None, None] * eye)
-        return torch.where((info == 0)[:, None, None], torch.cholesky_inverse(chol), eye)
+        chol, info = torch.linalg.cholesky_ex(k + ridge[..., None, None] * eye)
+        return torch.where((info == 0)[..., None, None], torch.cholesky_inverse(chol), eye)
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Fold the collected statistics into K and recompute K⁻¹; remove the hooks."""
+        """Fold the collected statistics into K and recompute K⁻¹ (I for an expert never routed to);
+        remove the hooks."""
         for hook in self._hooks:
             hook.remove()
         self._hooks = []
-        for module, mean in self._reduced_means().items():
+        for module, (mean, count) in self._reduced_means().items():
             state = self.state[self.sources[module][0]]
             if "K" not in state:
-                blocks, d = mean.shape[0], mean.shape[-1]
-                state["K"] = self.K_INIT * torch.eye(d, device=mean.device).expand(blocks, d, d).clone()
-                state["refreshes"] = 0
-            state["K"].lerp_(mean, 1 - self.defaults["newton_beta"])
-            state["K_inv"] = self.inverse(state["K"])
-            state["refreshes"] += 1
+                d = mean.shape[-1]
+                state["K"] = self.K_INIT * torch.eye(d, device=mean.device).expand(mean.shape).clone()
+                state["refreshes"] = torch.zeros(count.shape, dtype=torch.long, device=mean.device)
+            seen = count > 0
+            k = state["K"]
+            k.copy_(torch.where(seen[..., None, None, None], k.lerp(mean, 1 - self.defaults["newton_beta"]), k))
+            state["refreshes"] += seen
+            eye = torch.eye(k.size(-1), dtype=k.dtype, device=k.device)
+            state["K_inv"] = torch.where((state["refreshes"] > 0)[..., None, None, None], self.inverse(k), eye)
         self._sums = {}
 
     # --- the Muon pipeline ---------------------------------------------------------------------

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from nanogpt.model import GPT
-from nanogpt.tracks import ModelConfig, get_track
+from nanogpt.model import GPT, mlp_hidden
+from nanogpt.tracks import ARCH_LLAMA, ModelConfig, get_track
 
 CFG = ModelConfig(vocab_size=61, n_layer=2, n_head=2, n_embd=32)
 
@@ -115,9 +115,10 @@ def test_architecture_switches_change_the_function_and_bad_values_are_refused():
     x = torch.randint(0, 61, (2, 17))
     base = _perturbed(CFG)(x[:, :-1], x[:, 1:])
     for change in ({"embed_norm": False}, {"qk_norm": False}, {"attn_out_depth_scale": True}, {"norm_eps": 1e-2},
-                   {"mlp": "gelu"}, {"mlp": "gelu_tanh"}, {"rope_table_dtype": "bfloat16"}):
+                   {"mlp": "gelu"}, {"mlp": "gelu_tanh"}, {"rope_table_dtype": "bfloat16"}, {"mlp": "swiglu"},
+                   {"norm_gains": True}):
         assert not torch.equal(_perturbed(dataclasses.replace(CFG, **change))(x[:, :-1], x[:, 1:]), base), change
-    for bad in ({"mlp": "swiglu"}, {"init_qkv": "xavier"}, {"eval_dtype": "fp16"}, {"logit_cap_dtype": "bf16"}):
+    for bad in ({"mlp": "geglu"}, {"init_qkv": "xavier"}, {"eval_dtype": "fp16"}, {"logit_cap_dtype": "bf16"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             GPT(dataclasses.replace(CFG, **bad))
 
@@ -135,3 +136,39 @@ def test_init_schemes_draw_their_distribution():
                    (b.mlp.c_fc.weight, 1 / math.sqrt(256)), (b.mlp.c_proj.weight, 1 / math.sqrt(3 * 1024)),
                    (model.lm_head.weight, 1.0)):
         assert float(w.detach().std()) == pytest.approx(std, rel=0.05)
+
+
+# ---- the LLaMA-style block ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d,multiple,hidden", [(128, 32, 352), (4096, 256, 11008), (768, 256, 2048)])
+def test_swiglu_width_is_llamas_rule(d, multiple, hidden):
+    """2/3 of 4d rounded up to a multiple of multiple_of: LLaMA-7B's 11008 at d = 4096."""
+    cfg = ModelConfig(vocab_size=61, n_layer=1, n_head=2, n_embd=d, mlp_multiple_of=multiple, **ARCH_LLAMA)
+    assert mlp_hidden(cfg) == hidden
+
+
+def test_llama_block_has_gated_mlp_scalar_gains_and_an_untied_head():
+    model = GPT(get_track("tiny-llama-cpu").model)
+    roles = model.param_roles()
+    mlp = model.blocks[0].mlp
+    assert mlp.c_fc.weight.shape == mlp.c_up.weight.shape == (352, 128) and mlp.c_proj.weight.shape == (128, 352)
+    gains = {n for n in roles if n.endswith("_gain")}
+    assert gains == {"final_gain"} | {f"blocks.{i}.{k}_gain" for i in range(4) for k in ("attn", "mlp")}
+    assert {roles[n] for n in gains} == {"scalar"} and all(torch.equal(model.get_parameter(n), torch.ones(128)) for n in gains)
+    assert model.lm_head is not None and roles["lm_head.weight"] == "head"
+    assert set(model.matrix_inputs()) == {n for n, r in roles.items() if r == "matrix"}
+    assert model.matrix_inputs()["blocks.0.mlp.c_up.weight"][0] is mlp.c_fc  # the gate and up read one input
+    assert model.matrix_inputs()["blocks.0.mlp.c_proj.weight"][1] == 4  # 352 = 4 blocks of 88 <= d
+
+
+def test_norm_gains_scale_the_normalised_input():
+    cfg = dataclasses.replace(CFG, **ARCH_LLAMA)
+    x = torch.randint(0, 61, (2, 17))
+    model = _perturbed(cfg)
+    with torch.no_grad():
+        base = model(x[:, :-1], x[:, 1:])
+        model.final_gain.mul_(2.0)
+        assert not torch.equal(model(x[:, :-1], x[:, 1:]), base)
+    model(x[:, :-1], x[:, 1:]).backward()
+    assert model.blocks[0].attn_gain.grad.abs().sum() > 0
