@@ -38,7 +38,7 @@ from nanogpt.recording import Recording, check_records_dir
 from nanogpt.runlog import eval_line, expert_load_line, train_line
 from nanogpt.timing import peak_memory_mb
 from nanogpt.tracks import OFFICIAL_RECORDS, PERSONAL_RUNS, TRACKS, get_track, offline_data_dir, prepare_hint
-from nanogpt.train import Workload, eval_batch, evaluate, timed_loop, warmup_and_reset
+from nanogpt.train import Workload, evaluate, timed_loop, warmup_and_reset
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -150,9 +150,8 @@ def train(args: argparse.Namespace) -> int:
     w = Workload(model, torch.compile(model) if track.compile else model, ctx, micro, accum, track.dtype)
 
     # ---- untimed warmup (compilation, allocator), then a full reset; the machine figure ---------
-    eval_batch_size = eval_batch(track.micro_batch_size, track.seq_len)
     opts = warmup_and_reset(w, lambda: build_optimizers(opt_spec, model, hp), sampler.next_global_batch, sampler.reset,
-                            track.warmup_steps, val[: eval_batch_size * ctx.world_size], eval_batch_size)
+                            track.warmup_steps, val[: track.micro_batch_size * ctx.world_size], track.micro_batch_size)
     calib_ms = machine_figure(model, track.model.vocab_size, micro, track.seq_len, ctx.device, w.autocast)
 
     # ---- the run log ------------------------------------------------------------------------------
@@ -185,7 +184,7 @@ def train(args: argparse.Namespace) -> int:
     # ---- the timed loop ----------------------------------------------------------------------------
     say(f"run {rec.run_id}: {track.name} / {opt_spec.name} / seed {args.seed}, {track.steps} steps, target {track.target}")
     out = timed_loop(w, opts, sampler.next_global_batch, track.steps, hp, track.eval_every,
-                     lambda: evaluate(w, val, eval_batch_size), diverge_at, on_eval, on_step)
+                     lambda: evaluate(w, val, track.micro_batch_size), diverge_at, on_eval, on_step)
 
     # ---- record -----------------------------------------------------------------------------------
     checkpoint = None

@@ -150,16 +150,6 @@ def train_step(w: Workload, opts: Optimizers, step: int, batches: MicroBatches, 
     return distributed.all_reduce_sum(loss_sum).item() / w.ctx.world_size
 
 
-EVAL_TOKENS = 16384  # tokens per evaluation forward at least: small batches pay per-call overhead (3x slower on tiny-cpu)
-
-
-def eval_batch(micro_batch_size: int, seq_len: int) -> int:
-    """Sequences per evaluation forward: the training micro-batch, or more when that holds fewer
-    than EVAL_TOKENS tokens. Evaluation is outside the clock but inside every run's wall time;
-    the loss is the same sum over the same windows (up to float rounding of the per-batch sums)."""
-    return max(micro_batch_size, EVAL_TOKENS // seq_len)
-
-
 def set_training(opts: Optimizers, training: bool) -> None:
     """`train()` or `eval()` on every optimizer that has them (schedule-free methods swap the model's
     weights to their averaged point for evaluation and back). Called with the clock stopped."""

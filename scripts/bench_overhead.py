@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(measured_run(root, run_argv))
                 return runs[-1]["code"]
 
+            sys.path.insert(0, str(root))  # the checkout's own packages (analysis, nanogpt), not this one's
             sweep = load_module(root, "sweep")
             t0 = time.perf_counter()
             sweep.main(["--grid", "lr=0.01,0.02,0.04", "--seeds", "0", *steps, "--records-dir", records], runner)
