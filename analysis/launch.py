@@ -10,6 +10,7 @@ a cluster). Either way each run writes its own log and row, and the table tells 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import subprocess
 import sys
@@ -113,6 +114,9 @@ class Sequential:
                 yield Outcome(f"exit status {code}", f"run.py {' '.join(r.argv(records_dir))}")
 
 
+INDUCTOR_CACHE = "inductor-cache"  # torch.compile's cache for submitit jobs, inside the jobs folder
+
+
 class Submitit:
     """Every run at once, one submitit job each: Slurm jobs (cluster "slurm") or processes on this
     machine (cluster "local"). A job runs run.py (under torch.distributed.run when nproc > 1) and
@@ -137,13 +141,21 @@ class Submitit:
         executor.update_parameters(name="nanogpt-run", **self.parameters)
         return executor
 
+    def command(self, run: Pending, records_dir: str) -> list[str]:
+        """A job's command: run.py's, with torch.compile's cache in the jobs folder unless the
+        submitting shell chose one (TORCHINDUCTOR_CACHE_DIR, which Slurm exports to the job). The
+        default cache is the node's /tmp: every job on a new node would compile anew (31.5 s of a
+        tiny-cpu run's warmup cold, 3.5 s with the cache; scripts/bench_overhead.py)."""
+        shared = Path(self.folder).resolve() / INDUCTOR_CACHE
+        cache = [] if "TORCHINDUCTOR_CACHE_DIR" in os.environ else ["env", f"TORCHINDUCTOR_CACHE_DIR={shared}"]
+        return [*cache, *run_command(run.argv(records_dir), self.nproc, self.save_checkpoint)]
+
     def run(self, runs: list[Pending], records_dir: str) -> Iterator[Outcome]:
         import submitit
 
         executor = self.executor()
         with executor.batch():
-            jobs = [executor.submit(submitit.helpers.CommandFunction(run_command(r.argv(records_dir), self.nproc, self.save_checkpoint),
-                                                                     cwd=str(ROOT))) for r in runs]
+            jobs = [executor.submit(submitit.helpers.CommandFunction(self.command(r, records_dir), cwd=str(ROOT))) for r in runs]
         if self.say:
             self.say(f"submitted {len(jobs)} {self.cluster} jobs ({', '.join(j.job_id for j in jobs)}); their output goes to {self.folder}")
         try:

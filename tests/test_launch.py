@@ -215,3 +215,21 @@ def test_job_eta_spreads_runs_over_the_slots():
     progress.slots = 1
     assert progress.job_eta_s() == pytest.approx(50 + 3 * 100)  # one after another: the sum
     assert [duration(s) for s in (None, 5, 65, 3725)] == ["?", "5s", "1m05s", "1h02m"]
+
+
+@pytest.mark.parametrize("chosen", [None, "mine"])
+def test_jobs_share_torch_compiles_cache_in_the_jobs_folder_unless_one_is_chosen(tmp_path, monkeypatch, chosen):
+    """A job on a fresh node would compile the model anew; the launcher points every job at one
+    cache in the (shared) jobs folder, and leaves a cache the user chose alone."""
+    if chosen:
+        monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / chosen))
+    else:
+        monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    show = "import os; print('cache=' + os.environ.get('TORCHINDUCTOR_CACHE_DIR', 'unset'))"
+    monkeypatch.setattr(launch, "run_command", lambda argv, nproc, save_checkpoint: [sys.executable, "-c", show])
+    launcher = Submitit("local", str(tmp_path / "jobs"), 1, False, {"timeout_min": 5}, say=None)
+    with pytest.raises(UserError):  # the job records no run
+        ensure_many([(resolve("tiny-cpu", "muon", [], 60), [0], "")], str(tmp_path / "records"), launcher)
+    (out,) = (tmp_path / "jobs").glob("*_0_log.out")
+    expected = tmp_path / chosen if chosen else (tmp_path / "jobs").resolve() / launch.INDUCTOR_CACHE
+    assert f"cache={expected}" in out.read_text()
