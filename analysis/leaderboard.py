@@ -29,7 +29,9 @@ BASELINES = ("adamw", "muon")
 # column refers to. A run's normalised time = its time x reference calib_ms / its own calib_ms.
 # Raw times stay the record; the column is a reading aid across machines.
 REFERENCE_MACHINES: dict[str, dict] = {
-    "tiny-cpu": {"calib_ms": 203.7, "machine": "AMD EPYC 2-core VM, median of 3 runs alone (2026-12-02, torch 2.13.0+cpu)"},
+    # the fastest of 7 passes after the warmup (nanogpt/contention.py): median of 7 runs alone, 232.8-280.4 ms
+    # (scripts/bench_overhead.py, 2026-12-02 13:00 UTC), at 233-240 ms per Muon step
+    "tiny-cpu": {"calib_ms": 242.7, "machine": "AMD EPYC 2-core VM, median of 7 runs alone (2026-12-02, torch 2.13.0+cpu)"},
 }
 README_START, README_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
 
