@@ -1,8 +1,10 @@
 """Speedup over AdamW at matched final loss, the way "Fantastic Pretraining Optimizers and Where to
-Find Them" (Wen, Hall, Ma, Liang 2025, arXiv 2509.02046; FPO) measures it: AdamW's final loss as a
-function of its token budget D, from AdamW runs at several budgets each with its own full schedule;
-an optimizer that ends at loss L after D_opt tokens gets speedup D_AdamW(L) / D_opt, where D_AdamW(L)
-is the budget AdamW needs to end at L.
+Find Them" (Wen, Hall, Ma, Liang 2025, arXiv 2509.02046; FPO) measures it. FPO (its analysis code,
+marin-community/marin experiments/optimizer_sweep/Analysis/speedup_estimation.py) fits AdamW's final
+loss against its data budget, L(D) = alpha * D^(-B) + beta, per model size, through AdamW's best
+loss at each of 4 budgets (1, 2, 4, 8x Chinchilla, each a full schedule tuned for that budget);
+an optimizer that ends at loss L after D_opt tokens gets D_eff = ((L - beta) / alpha)^(-1/B), the
+budget AdamW would need to end at L, and speedup D_eff / D_opt.
 
 What we do, and where we differ from FPO:
 
@@ -14,15 +16,17 @@ What we do, and where we differ from FPO:
   AdamW worse away from the T it was tuned for (speedups read against it are, if anything, high).
   When several such families exist, the one with the most budgets is used (ties: the family of the
   best-ranked AdamW entry); the table says which.
-- With at least FIT_BUDGETS (4) budgets we fit what FPO fits, L(D) = beta + alpha * D^(-b), by least
-  squares on every run's final loss (three parameters need a fourth budget to leave a residual).
-  With 2 or 3 budgets we interpolate the mean losses linearly in log D, made non-increasing first
+- With at least FIT_BUDGETS (4, FPO's number) budgets we fit what FPO fits, L(D) = beta + alpha *
+  D^(-b), by least squares on every run's final loss (FPO has one loss per budget; with seeds this
+  is the fit to the means weighted by runs), constrained to a decreasing curve (alpha >= 0, b > 0,
+  beta at most the lowest mean loss; FPO's fit is unconstrained). Three parameters need a fourth
+  budget to leave a residual. With 2 or 3 budgets we interpolate the mean losses linearly in log D, made non-increasing first
   (pool-adjacent-violators, weighted by runs); with fewer than 2 there is no curve and the
   comparison is skipped with the reason.
-- We never extrapolate: FPO reads its fitted law beyond AdamW's largest budget; we do not. An
-  optimizer whose loss is below AdamW's curve at its largest budget D_max gets the lower bound
-  "> D_max / D_opt"; one whose loss is above AdamW's curve at its smallest budget D_min gets the upper
-  bound "< D_min / D_opt".
+- We never extrapolate: FPO reads its fitted law beyond AdamW's largest budget (and below its
+  smallest); we do not. An optimizer whose loss is below AdamW's curve at its largest budget D_max
+  gets the lower bound "> D_max / D_opt"; one whose loss is above AdamW's curve at its smallest
+  budget D_min gets the upper bound "< D_min / D_opt".
 - Each optimizer's entry is its best configuration as the leaderboard ranks it under the track's
   rule (one entry per optimizer and hardware class, like every other figure), not every
   configuration: the comparison people look for is the optimizer at its best. AdamW's own best entry
@@ -62,7 +66,6 @@ class Curve:
 
     tokens: np.ndarray
     losses: list[np.ndarray]
-    groups: list[str]
     config: str
     params: tuple[float, float, float] | None = None
 
@@ -75,7 +78,7 @@ class Curve:
         resample whose fit fails keeps the original fit)."""
         losses = [rng.choice(x, len(x)) for x in self.losses]
         params = None if self.params is None else fit_power_law(self.tokens, losses, self.params) or self.params
-        return Curve(self.tokens, losses, self.groups, self.config, params)
+        return Curve(self.tokens, losses, self.config, params)
 
     def loss_at(self, d: np.ndarray) -> np.ndarray:
         """AdamW's final loss at budget(s) d inside [D_min, D_max]."""
@@ -160,18 +163,17 @@ def adamw_curve(records: Records, full: pd.DataFrame, hardware: str) -> Curve | 
         return f"no completed {BASELINE} run on {hardware}"
     best = min(families.values(), key=lambda f: (-len({r.steps for _, r, _ in f}), min(rank for rank, _, _ in f)))
     by_tokens: dict[float, list] = {}
-    for _, r, runs in best:  # two groups at one T (e.g. another harness hash would not join): pooled
+    for _, r, runs in best:  # groups of the family at one T (their track hashes differ: a changed track) are pooled
         by_tokens.setdefault(float(runs["tokens"].median()), []).append((r, runs))
     if len(by_tokens) < MIN_BUDGETS:
-        return (f"{BASELINE} has {len(by_tokens)} budget (T = {', '.join(str(r.steps) for _, r, _ in best)}) in its "
-                f"configuration with the most; reading its loss as a function of tokens needs at least {MIN_BUDGETS} "
-                f"(a fit needs {FIT_BUDGETS}): record it at other T, e.g. with scripts/find_steps.py")
+        return (f"{BASELINE} has runs at 1 budget (T = {best[0][1].steps}) in every configuration (configurations that "
+                f"differ only in T share a curve); reading its loss as a function of tokens needs at least {MIN_BUDGETS} "
+                f"budgets (a fit, {FIT_BUDGETS}): record it at other T, e.g. with scripts/find_steps.py")
     tokens = np.array(sorted(by_tokens))
     losses = [np.concatenate([runs["final_val_loss"].to_numpy(float) for _, runs in by_tokens[d]]) for d in tokens]
-    groups = [g for d in tokens for g in (r.group for r, _ in by_tokens[d])]
     label = next(r.config for _, r, _ in best)
     config = ", ".join(p for p in label.split(", ") if not p.startswith("steps=")) or "default"
-    return Curve(tokens, losses, groups, config, fit_power_law(tokens, losses) if len(tokens) >= FIT_BUDGETS else None)
+    return Curve(tokens, losses, config, fit_power_law(tokens, losses) if len(tokens) >= FIT_BUDGETS else None)
 
 
 def speedups(records: Records, track: str, entries: pd.DataFrame, rule: str | None = None) -> dict:

@@ -145,8 +145,8 @@ def test_one_adamw_budget_skips_the_table_and_the_figure_with_the_reason(tmp_pat
     assert not (out / "tiny-cpu" / "speedup_matched_loss.png").exists()
     text = readme.read_text()
     assert "#### tiny-cpu: speedup over adamw at matched final loss" in text
-    assert "*Not computed on cpu-2core: adamw has 1 budget (T = 60)" in text
-    assert "*tiny-cpu speedup_matched_loss: not drawn (adamw has 1 budget" in text
+    assert "*Not computed on cpu-2core: adamw has runs at 1 budget (T = 60)" in text
+    assert "*tiny-cpu speedup_matched_loss: not drawn (adamw has runs at 1 budget" in text
 
 
 def test_cli_writes_the_speedup_table_and_figure(tmp_path):
