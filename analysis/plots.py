@@ -185,6 +185,58 @@ def speedup_bars(table: pd.DataFrame, run_times: dict[str, list[float]], track: 
     return {"path": path, "n_bars": len(bars.patches), "widths": [b.get_width() for b in bars.patches]}
 
 
+def speedup_matched_loss(result: dict, track: str, path: Path) -> dict:
+    """The FPO comparison (analysis/speedup.py): left, AdamW's final loss against its token budget
+    (runs as dots, the curve read from them) with each optimizer's best entry at its own budget and
+    an arrow to the budget AdamW needs for the same loss; right, one point per optimizer (its
+    colour) with its 95 % bootstrap band, a line at 1x, a bound drawn as a triangle pointing the way
+    it is open. Not drawn without an AdamW curve (fewer than two AdamW budgets) or without another
+    optimizer to compare."""
+    rows = result["rows"]
+    if rows.empty or (rows["optimizer"] == "adamw").all():
+        why = "; ".join(result["skipped"].values()) or "no optimizer besides adamw to compare"
+        return skipped(path, why)
+    rows = rows.sort_values("speedup", ascending=False).reset_index(drop=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.45 * len(rows) + 3.2), gridspec_kw={"width_ratios": [1.1, 1]})
+    for hardware, c in result["curves"].items():
+        for d, x in zip(c.tokens, c.losses):
+            left.scatter(np.full(len(x), d), x, color=optimizer_color("adamw"), s=14, alpha=0.6)
+        grid = np.geomspace(c.tokens[0], c.tokens[-1], 100)
+        left.plot(grid, c.loss_at(grid), color=optimizer_color("adamw"), lw=1.8, label=f"adamw on {hardware}: {c.method}")
+    for r in rows.itertuples():
+        color = optimizer_color(r.optimizer)
+        left.scatter([r.tokens], [r.loss_mean], color=color, s=40, zorder=3, edgecolor="black", lw=0.5)
+        left.annotate("", xy=(r.adamw_tokens, r.loss_mean), xytext=(r.tokens, r.loss_mean),
+                      arrowprops={"arrowstyle": "->", "color": color, "lw": 1, "ls": "-" if r.relation == "=" else ":"})
+    left.set_xscale("log")
+    left.set_xlabel("token budget D (each run a full schedule)")
+    left.set_ylabel("final validation loss")
+    left.set_title("AdamW's loss vs budget; optimizers at theirs (→ AdamW's budget for the same loss)", fontsize=9)
+    left.grid(alpha=0.3, which="both")
+    left.legend(fontsize=7)
+    y = np.arange(len(rows))
+    colors_ = [optimizer_color(o) for o in rows["optimizer"]]
+    err = np.array([[0 if math.isnan(r.lo) else r.speedup - r.lo for r in rows.itertuples()],
+                    [0 if math.isnan(r.hi) else r.hi - r.speedup for r in rows.itertuples()]])
+    markers = {"=": "o", ">": ">", "<": "<"}
+    drawn = [right.errorbar([r.speedup], [yi], xerr=err[:, [yi]], fmt=markers[r.relation], color=color, ms=8, capsize=4)
+             for yi, r, color in zip(y, rows.itertuples(), colors_)]
+    right.axvline(1.0, color="black", lw=1)
+    right.set_yticks(y, [f"{r.optimizer} · {r.config} (n={r.n})" + ("" if r.relation == "=" else f" ({r.relation} bound)")
+                         for r in rows.itertuples()])
+    right.invert_yaxis()
+    right.set_xlabel("speedup: AdamW's tokens for the same final loss / this entry's")
+    right.set_title(f"{track}: speedup over AdamW at matched loss, 95% bootstrap band", fontsize=9)
+    right.grid(axis="x", alpha=0.3)
+    _save(fig, path)
+    bands = [tuple(c.lines[2][0].get_segments()[0][:, 0]) if c.lines[2] and np.ptp(c.lines[2][0].get_segments()[0][:, 0]) > 0
+             else None for c in drawn]
+    return {"path": path, "labels": [t.get_text() for t in right.get_yticklabels()],
+            "points": [float(c.lines[0].get_xdata()[0]) for c in drawn], "markers": [c.lines[0].get_marker() for c in drawn],
+            "colors": [matplotlib.colors.to_hex(c.lines[0].get_color()) for c in drawn], "bands": bands,
+            "n_arrows": len(left.texts)}
+
+
 def performance_profile(best_scores: dict[str, dict[str, float]], path: Path) -> dict:
     """Dolan-Moré performance profile across tracks: for each optimizer, the fraction of tracks on
     which its best score (under each track's rule) is within a factor tau of the best optimizer's.

@@ -11,7 +11,9 @@ of a fixed schedule), or by --rule for every track (`steps`: the schedule length
 fixed-sigma rule; steps do not depend on the machine). Plots per track (DIR/<track>/): the score
 (train_time.png or steps.png: one bar per entry that meets the rule), loss_vs_time.png and
 loss_vs_steps.png (best group per optimizer, mean and range over seeds, zoomed near the target),
-speedup_adamw.png; across tracks: DIR/performance_profile.png. A figure that would carry no
+speedup_adamw.png, speedup_matched_loss.png (the FPO comparison: the token budget AdamW needs to
+reach each optimizer's final loss over the optimizer's, analysis/speedup.py, whose table follows
+each track's leaderboard); across tracks: DIR/performance_profile.png. A figure that would carry no
 information is not drawn (the Markdown says why in its place).
 """
 
@@ -23,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from analysis import plots
+from analysis import plots, speedup
 from analysis.leaderboard import (
     Records,
     best_per_optimizer,
@@ -39,7 +41,7 @@ from nanogpt.errors import UserError, entry_point
 from nanogpt.tracks import ROOT, TRACKS
 
 SCORE_FIGURE = {"time": "train_time", "steps": "steps"}
-FIGURES = ("loss_vs_time", "loss_vs_steps", "speedup_adamw")
+FIGURES = ("loss_vs_time", "loss_vs_steps", "speedup_adamw", "speedup_matched_loss")
 
 
 def track_names(records: Records, wanted: list[str]) -> list[str]:
@@ -60,6 +62,9 @@ def render_track(records: Records, track: str, include_unsubmitted: bool, out: P
         records.table[records.table["track"] == track]["group"].nunique() - len(table))
     note = f" {hidden} configurations with runs were never submitted (--all shows them)." if hidden > 0 else ""
     markdown = to_markdown(table, track, target, note, rule)
+    matched = speedup.speedups(records, track, table, rule) if len(table) else None
+    if matched is not None:
+        markdown += "\n" + speedup.to_markdown(matched, track)
     drawn: dict = {}
     if out is not None and len(table):
         folder = out / track
@@ -76,6 +81,7 @@ def render_track(records: Records, track: str, include_unsubmitted: bool, out: P
         drawn["loss_vs_time"] = plots.loss_curves(curves, track, target, folder / "loss_vs_time.png", "time_s")
         drawn["loss_vs_steps"] = plots.loss_curves(curves, track, target, folder / "loss_vs_steps.png", "steps")
         drawn["speedup_adamw"] = plots.speedup_bars(table, times, track, folder / "speedup_adamw.png")
+        drawn["speedup_matched_loss"] = plots.speedup_matched_loss(matched, track, folder / "speedup_matched_loss.png")
     return markdown, drawn
 
 
