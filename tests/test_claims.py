@@ -1,0 +1,122 @@
+"""The claims table from synthetic submissions whose answer is known independently: clearly faster
+runs confirm a claim and the reversed claim is not confirmed; two optimizers with one profile
+confirm neither direction; a side that misses the target carries the burden of its claim; matched
+steps compare final losses; the steps rule compares T; a side with no submission is not measured.
+The README section between the claims markers is rewritten, the leaderboard's left alone."""
+
+import dataclasses
+
+import fake_runs
+import pytest
+from conftest import load_script
+from fake_runs import fake_run
+
+from analysis.claims import CLAIMS, Claim, Side, evaluate, evaluate_all, to_markdown
+from analysis.leaderboard import README_END, README_START, load_records, readme_markers, replace_readme_section
+
+submit, claims_cli = load_script("submit"), load_script("claims")
+TRACK = "tiny-moe-cpu"
+MUON = Side("muon", "Muon")
+NEWTON = Side("newton_muon", "Newton-Muon")
+
+
+def claim(a: Side, b: Side, *measures: str) -> Claim:
+    return Claim("Paper", "0000.00000", "A beats B", True, a, b, measures, (TRACK,))
+
+
+def submit_runs(records_dir, optimizer: str, steps: int, *sets: str, seeds: str = "0-2") -> None:
+    argv = ["--records-dir", str(records_dir), "--track", TRACK, "--optimizer", optimizer, "--steps", str(steps), "--seeds", seeds]
+    submit.main([*argv, *(a for s in sets for a in ("--set", s))], fake_run)
+
+
+def verdicts(records_dir, c: Claim) -> dict[str, object]:
+    return {v.measure: v for v in evaluate(c, load_records(records_dir).submissions)}
+
+
+@pytest.fixture
+def profiles(monkeypatch):
+    """Set a synthetic optimizer's profile (loss floor, decay in steps, seconds per step)."""
+    return lambda optimizer, profile: monkeypatch.setitem(fake_runs.PROFILES, optimizer, profile)
+
+
+def test_clearly_faster_runs_confirm_the_claim_and_the_reversed_claim_is_not_confirmed(tmp_path, profiles):
+    profiles("newton_muon", (1.45, 8.0, 0.030))  # half Muon's step time, the same losses
+    submit_runs(tmp_path, "newton_muon", 60)
+    submit_runs(tmp_path, "muon", 60)
+    forward = verdicts(tmp_path, claim(NEWTON, MUON, "rule"))["time"]
+    assert forward.verdict == "confirmed" and forward.why == ""
+    assert "per run (-5" in forward.measured and "n 3/3, T 60/60" in forward.measured  # about half the time: -50 %
+    reverse = verdicts(tmp_path, claim(MUON, NEWTON, "rule"))["time"]
+    assert (reverse.verdict, reverse.why) == ("not confirmed", "Newton-Muon better")
+
+
+def test_one_profile_for_both_confirms_neither_direction(tmp_path, profiles):
+    profiles("newton_muon", fake_runs.PROFILES["muon"])
+    submit_runs(tmp_path, "newton_muon", 60)
+    submit_runs(tmp_path, "muon", 60)
+    both = [verdicts(tmp_path, claim(a, b, "time"))["time"] for a, b in ((NEWTON, MUON), (MUON, NEWTON))]
+    ahead, behind = sorted(both, key=lambda v: v.verdict)  # "inconclusive" < "not confirmed"
+    assert (ahead.verdict, behind.verdict) == ("inconclusive", "not confirmed")  # the one ahead by chance, the other
+    assert "within noise" in behind.why  # not "better": the reverse test is not significant either
+    assert "(-" in ahead.measured and "(+" in behind.measured  # inconclusive is the direction whose mean is ahead
+    assert ahead.runs_needed is None or ahead.runs_needed > 3
+
+
+def test_a_side_that_misses_the_target_carries_the_burden(tmp_path):
+    submit_runs(tmp_path, "sgd", 60)  # the SGD profile's floor (1.75) lies above the target
+    submit_runs(tmp_path, "muon", 60)
+    sgd = Side("sgd", "SGD")
+    assert verdicts(tmp_path, claim(sgd, MUON, "time"))["time"].why == "Muon better: no submission of SGD meets the target"
+    against = verdicts(tmp_path, claim(MUON, sgd, "time"))["time"]  # SGD's time is unknown, not infinite
+    assert (against.verdict, against.why) == ("inconclusive", "no submission of SGD meets the target")
+
+
+def test_final_loss_at_matched_steps_uses_the_longest_common_schedule(tmp_path, profiles):
+    profiles("mona", (1.40, 8.0, 0.060))  # a lower floor than Muon's 1.45, the same speed
+    submit_runs(tmp_path, "mona", 60)
+    submit_runs(tmp_path, "mona", 30)
+    submit_runs(tmp_path, "muon", 30)
+    submit_runs(tmp_path, "muon", 60)
+    submit_runs(tmp_path, "muon", 90)  # no MONA at 90 steps: not compared
+    found = verdicts(tmp_path, claim(Side("mona", "MONA"), MUON, "rule", "loss"))
+    assert list(found) == ["time", "loss"]  # "rule" is the track's rule
+    assert found["loss"].verdict == "confirmed" and found["loss"].measured.startswith("at T = 60: 1.4")
+    assert found["time"].verdict != "confirmed"  # equal speed: no time claim
+
+
+def test_the_steps_rule_compares_schedule_lengths(tmp_path, profiles):
+    profiles("newton_muon", (1.45, 3.0, 0.060))  # converges in far fewer steps, same speed per step
+    submit_runs(tmp_path, "newton_muon", 40)
+    submit_runs(tmp_path, "muon", 200)
+    found = verdicts(tmp_path, claim(NEWTON, MUON, "steps"))["steps"]
+    assert found.verdict == "confirmed" and found.measured.startswith("T 40 vs 200 (-80.0 %)")
+    assert verdicts(tmp_path, claim(MUON, NEWTON, "steps"))["steps"].why == "Newton-Muon better"
+
+
+def test_not_measured_without_a_submission_of_each_side_and_pinned_hyperparameters_count(tmp_path, profiles):
+    profiles("muon2", fake_runs.PROFILES["muon"])
+    submit_runs(tmp_path, "muon", 60)
+    submit_runs(tmp_path, "muon2", 60, "ns_steps=5")  # not the claimed Muon² with 3 NS steps
+    muon2_claims = [dataclasses.replace(c, tracks=(TRACK,)) for c in CLAIMS if c.paper == "Muon²"]
+    found = evaluate_all(load_records(tmp_path).submissions, muon2_claims)
+    assert {v.verdict for v in found} == {"not measured"}
+    assert found[0].why == "no submission of Muon² (3 NS steps)"
+
+
+def test_cli_writes_the_claims_section_and_leaves_the_leaderboard_alone(tmp_path, capsys):
+    start, end = readme_markers("claims")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_START}\nboard\n{README_END}\n\n## Claims\n\n{start}\nold\n{end}\n")
+    assert claims_cli.main(["--records-dir", str(tmp_path / "none"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith(f"{README_START}\nboard\n{README_END}\n") and "old" not in text
+    body = text[text.index(start) + len(start):text.index(end)]
+    assert body == "\n" + to_markdown(evaluate_all([]))  # exactly the generated table
+    rows = [line for line in body.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    n_rows = sum(len(c.tracks) * len({"rule" if m == "rule" else m for m in c.measures}) for c in CLAIMS)
+    assert len(rows) == n_rows and all("**not measured**" in r for r in rows)  # no records: nothing measured
+    replace_readme_section(readme, "new board")  # the default section is still the leaderboard
+    assert readme.read_text().startswith(f"{README_START}\nnew board\n{README_END}\n")
+    readme.write_text("# no markers\n")
+    with pytest.raises(Exception, match="no '<!-- claims:start -->' ... '<!-- claims:end -->' markers"):
+        replace_readme_section(readme, "x", "claims")
