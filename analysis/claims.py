@@ -15,7 +15,8 @@ A claim says that A beats B. It is measured on each of its tracks by the submiss
 Verdicts: confirmed (A better, significant at the rule's level); not confirmed (B significantly
 better, or A's observed mean is not ahead, so no number of runs would confirm the claim at these
 means); inconclusive at this n (A ahead but not significantly; how many runs of A would settle it
-at 80 % power, B kept as is, taking the observed means as the truth); not measured (no submission
+at 80 % power, B kept as is, taking the observed means as the truth, or, when B's own runs leave
+too much doubt for any number of A's, how many runs of each); not measured (no submission
 of A or of B on the track). The claimant bears the burden: a side whose submissions all miss the
 target has no time or steps score, so A missing it while B meets it is "not confirmed", and B
 missing it while A meets it is "inconclusive" (B's score is unknown, not infinite).
@@ -95,7 +96,8 @@ class Verdict:
     verdict: str
     measured: str = ""
     why: str = ""
-    runs_needed: int | None = None
+    runs_needed: int | None = None  # runs of A in total for the claim's test to pass at 80 % power, B as it is
+    runs_needed_each: int | None = None  # the same with both sides grown to that many runs
 
 
 def resolved_measures(claim: Claim, track: str) -> list[str]:
@@ -104,9 +106,10 @@ def resolved_measures(claim: Claim, track: str) -> list[str]:
     return list(dict.fromkeys(own if m == "rule" else m for m in claim.measures))
 
 
-def judge(claim: Claim, track: str, measure: str, a_passed: bool, b_passed: bool, a_ahead: bool, needed: int | None,
-          ns: tuple[int, int], measured: str) -> Verdict:
-    """The verdict from the one-sided test in each direction and the observed direction."""
+def judge(claim: Claim, track: str, measure: str, a_passed: bool, b_passed: bool, a_ahead: bool,
+          needed: tuple[int | None, int | None], ns: tuple[int, int], measured: str) -> Verdict:
+    """The verdict from the one-sided test in each direction and the observed direction; `needed`:
+    the runs of A alone, and of each side, that would settle an inconclusive case."""
     if a_passed:
         return Verdict(claim, track, measure, "confirmed", measured)
     if b_passed:
@@ -114,10 +117,12 @@ def judge(claim: Claim, track: str, measure: str, a_passed: bool, b_passed: bool
     if not a_ahead:
         return Verdict(claim, track, measure, "not confirmed", measured,
                        f"{claim.b.label} equal or better within noise ({claim.a.label} not ahead)")
-    why = (f"about {needed} runs of {claim.a.label} (now {ns[0]}) would settle it" if needed is not None
+    alone, each = needed
+    why = (f"about {alone} runs of {claim.a.label} (now {ns[0]}) would settle it" if alone is not None
+           else f"about {each} runs of each (now {ns[0]}/{ns[1]}) would settle it" if each is not None
            else "a side has fewer than 2 runs" if min(ns) < 2
-           else f"no number of runs of {claim.a.label} alone would settle it against {ns[1]} of {claim.b.label}: both need more")
-    return Verdict(claim, track, measure, "inconclusive", measured, why, needed)
+           else f"more than {stats.MAX_RUNS} runs of each would be needed")
+    return Verdict(claim, track, measure, "inconclusive", measured, why, alone, each)
 
 
 def percent(a: float, b: float) -> str:
@@ -146,15 +151,16 @@ def compare_scores(claim: Claim, track: str, measure: str, entries: list[dict]) 
                     f"({percent(sa['train'].mean, sb['train'].mean)}; n {ns[0]}/{ns[1]}, T {sa['steps']}/{sb['steps']}; "
                     f"Welch p = {stats.fmt(forward.p, '.3g', 'n/a')})")
         return judge(claim, track, measure, forward.p < rule.alpha, reverse.p < rule.alpha,
-                     sa["train"].mean < sb["train"].mean, stats.runs_for_welch(sa["train_times"], sb["train_times"], rule.alpha),
+                     sa["train"].mean < sb["train"].mean,
+                     tuple(stats.runs_for_welch(sa["train_times"], sb["train_times"], rule.alpha, each=e) for e in (False, True)),
                      ns, measured)
     margin = stats.pairwise_margin(sa["losses"], sa["steps"], sb["losses"], sb["steps"], rule.loss_per_step)
     reverse = stats.pairwise_margin(sb["losses"], sb["steps"], sa["losses"], sa["steps"], rule.loss_per_step)
     measured = (f"T {sa['steps']} vs {sb['steps']} ({percent(sa['steps'], sb['steps'])}), final loss "
                 f"{stats.fmt(sa['loss'].mean, '.4f')} vs {stats.fmt(sb['loss'].mean, '.4f')} (n {ns[0]}/{ns[1]}); "
                 f"pairwise margin {stats.fmt(margin, '.4f', 'n/a')} (needs ≥ {rule.threshold})")
-    needed = stats.runs_for_pairwise(sa["losses"], sa["steps"], sb["losses"], sb["steps"], rule.loss_per_step,
-                                     rule.threshold, rule.sigma)
+    needed = tuple(stats.runs_for_pairwise(sa["losses"], sa["steps"], sb["losses"], sb["steps"], rule.loss_per_step,
+                                           rule.threshold, rule.sigma, each=e) for e in (False, True))
     return judge(claim, track, measure, margin >= rule.threshold, reverse >= rule.threshold, margin > 0, needed, ns, measured)
 
 
@@ -180,7 +186,7 @@ def compare_losses(claim: Claim, track: str, entries: list[dict]) -> Verdict:
     measured = (f"at T = {t}: {stats.fmt(sa['loss'].mean, '.4f')} vs {stats.fmt(sb['loss'].mean, '.4f')} "
                 f"(n {ns[0]}/{ns[1]}; Welch p = {stats.fmt(forward.p, '.3g', 'n/a')})")
     return judge(claim, track, "loss", forward.p < rule.alpha, reverse.p < rule.alpha, sa["loss"].mean < sb["loss"].mean,
-                 stats.runs_for_welch(sa["losses"], sb["losses"], rule.alpha), ns, measured)
+                 tuple(stats.runs_for_welch(sa["losses"], sb["losses"], rule.alpha, each=e) for e in (False, True)), ns, measured)
 
 
 def evaluate(claim: Claim, entries: Iterable[dict]) -> list[Verdict]:
@@ -228,11 +234,12 @@ def to_markdown(verdicts: list[Verdict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-NOTE = (f"Each claim says that A beats B. Time rule: the best submission of each side that meets the target (the "
+NOTE = ("Each claim says that A beats B. Time rule: the best submission of each side that meets the target (the "
         "lowest mean train time of its whole runs), compared by Welch's one-sided test on the runs' train times "
         f"(p < {stats.ALPHA}), as a new record is compared with the record. Steps rule: the best submission of each side by T, "
         "compared by track 3's pairwise rule. Final loss at matched steps: the longest schedule both sides submitted, "
         f"each side's lowest mean final loss there, Welch's one-sided test (p < {stats.ALPHA}). **confirmed**: A better, "
         "significant; **not confirmed**: B significantly better, or A not ahead at all; **inconclusive**: A ahead but "
-        "not significantly, with the runs of A (80 % power, B as it is, the observed means taken as the truth) that "
-        "would settle it; **not measured**: no submission of A or of B on the track. The percentages are A / B - 1.")
+        "not significantly, with the runs that would settle it (80 % power, the observed means and spreads taken as "
+        "the truth): of A alone, B as it is, or else of each side; **not measured**: no submission of A or of B on "
+        "the track. The percentages are A / B - 1.")

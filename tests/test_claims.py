@@ -5,12 +5,16 @@ steps compare final losses; the steps rule compares T; a side with no submission
 The README section between the claims markers is rewritten, the leaderboard's left alone."""
 
 import dataclasses
+import math
 
 import fake_runs
+import numpy as np
 import pytest
+import scipy.stats as sps
 from conftest import load_script
 from fake_runs import fake_run
 
+from analysis import stats
 from analysis.claims import CLAIMS, Claim, Side, evaluate, evaluate_all, to_markdown
 from analysis.leaderboard import README_END, README_START, load_records, readme_markers, replace_readme_section
 
@@ -59,7 +63,7 @@ def test_one_profile_for_both_confirms_neither_direction(tmp_path, profiles):
     assert (ahead.verdict, behind.verdict) == ("inconclusive", "not confirmed")  # the one ahead by chance, the other
     assert "within noise" in behind.why  # not "better": the reverse test is not significant either
     assert "(-" in ahead.measured and "(+" in behind.measured  # inconclusive is the direction whose mean is ahead
-    assert ahead.runs_needed is None or ahead.runs_needed > 3
+    assert (ahead.runs_needed or ahead.runs_needed_each or math.inf) > 3  # more runs than now, on A or on each side
 
 
 def test_a_side_that_misses_the_target_carries_the_burden(tmp_path):
@@ -120,3 +124,24 @@ def test_cli_writes_the_claims_section_and_leaves_the_leaderboard_alone(tmp_path
     readme.write_text("# no markers\n")
     with pytest.raises(Exception, match="no '<!-- claims:start -->' ... '<!-- claims:end -->' markers"):
         replace_readme_section(readme, "x", "claims")
+
+
+def test_runs_of_each_side_settle_what_more_runs_of_one_side_cannot():
+    """An inconclusive claim whose B has only 3 runs: no number of A's alone passes Welch's test at
+    80 % power, but n of each does (checked by simulation), and n - 1 of each would not be enough."""
+    a, b = [65.0, 66.5, 64.4], [68.0, 71.3, 65.1]
+    assert stats.runs_for_welch(a, b) is None  # B's own 3 runs leave too much doubt
+    n = stats.runs_for_welch(a, b, each=True)
+    assert n is not None and n > 3
+    rng = np.random.default_rng(0)
+
+    def power(k: int) -> float:
+        x = rng.normal(np.mean(a), np.std(a, ddof=1), (4000, k))
+        y = rng.normal(np.mean(b), np.std(b, ddof=1), (4000, k))
+        return float(np.mean(sps.ttest_ind(x, y, axis=1, equal_var=False, alternative="less").pvalue < stats.ALPHA))
+
+    assert power(n) >= 0.75 and power(n - 1) < 0.8
+    # the pairwise rule with n runs each: gain / sqrt(2/n) must reach 0.004 + z(0.8) * 0.0013
+    need = 0.004 + sps.norm.ppf(0.8) * 0.0013
+    assert stats.runs_for_pairwise([3.2780], 1000, [3.2800], 1000, 0.0045 / 100, 0.004, 0.0013, each=True) == \
+        math.ceil(2 * (need / 0.002) ** 2)
