@@ -17,9 +17,10 @@ better, or A's observed mean is not ahead, so no number of runs would confirm th
 means); inconclusive at this n (A ahead but not significantly; how many runs of A would settle it
 at 80 % power, B kept as is, taking the observed means as the truth, or, when B's own runs leave
 too much doubt for any number of A's, how many runs of each); not measured (no submission
-of A or of B on the track). The claimant bears the burden: a side whose submissions all miss the
-target has no time or steps score, so A missing it while B meets it is "not confirmed", and B
-missing it while A meets it is "inconclusive" (B's score is unknown, not infinite).
+of A or of B on the track). The claimant bears the burden: a side none of whose submissions meets the
+rule (target test, no divergence, timed alone or accepted) has no time or steps score, so A
+without one while B has one is "not confirmed", and B without one while A has one is
+"inconclusive" (B's score is unknown, not infinite).
 """
 
 from __future__ import annotations
@@ -140,11 +141,10 @@ def compare_scores(claim: Claim, track: str, measure: str, entries: list[dict]) 
         missing = " and ".join(s.label for s, e in ((claim.a, a), (claim.b, b)) if e is None)
         if b is not None:
             return Verdict(claim, track, measure, "not confirmed", "",
-                           f"{claim.b.label} better: no submission of {missing} meets the target")
-        return Verdict(claim, track, measure, "inconclusive", "", f"no submission of {missing} meets the target")
+                           f"{claim.b.label} better: no submission of {missing} meets the {measure} rule")
+        return Verdict(claim, track, measure, "inconclusive", "", f"no submission of {missing} meets the {measure} rule")
     sa, sb = standing(a, rule), standing(b, rule)
-    ns = (len(sa["losses"]) if measure == "steps" else len(sa["train_times"]),
-          len(sb["losses"]) if measure == "steps" else len(sb["train_times"]))
+    ns = (len(sa["losses"]), len(sb["losses"]))  # the completed runs (evidence: none diverged)
     if measure == "time":
         forward, reverse = stats.welch_less(sa["train_times"], sb["train_times"]), stats.welch_less(sb["train_times"], sa["train_times"])
         measured = (f"{stats.fmt(sa['train'].mean, '.1f')} s vs {stats.fmt(sb['train'].mean, '.1f')} s per run "
@@ -166,7 +166,8 @@ def compare_scores(claim: Claim, track: str, measure: str, entries: list[dict]) 
 
 def compare_losses(claim: Claim, track: str, entries: list[dict]) -> Verdict:
     """Final loss at matched steps: the longest schedule both sides submitted, on each side its
-    submission with the lowest mean final loss at that T; Welch's one-sided test at the track rule's alpha."""
+    submission with the lowest mean final loss at that T; Welch's one-sided test at the track rule's alpha.
+    A diverged run has no final loss: the cell says how many there were."""
     rule = Rule.of_track(track)
     latest = [e for e in latest_per_group(entries).values() if e["track"] == track]
     by_steps = [{}, {}]
@@ -183,8 +184,10 @@ def compare_losses(claim: Claim, track: str, entries: list[dict]) -> Verdict:
     sa, sb = by_steps[0][t], by_steps[1][t]
     forward, reverse = stats.welch_less(sa["losses"], sb["losses"]), stats.welch_less(sb["losses"], sa["losses"])
     ns = (len(sa["losses"]), len(sb["losses"]))
+    diverged = (sa["n_diverged"], sb["n_diverged"])
     measured = (f"at T = {t}: {stats.fmt(sa['loss'].mean, '.4f')} vs {stats.fmt(sb['loss'].mean, '.4f')} "
-                f"(n {ns[0]}/{ns[1]}; Welch p = {stats.fmt(forward.p, '.3g', 'n/a')})")
+                f"(n {ns[0]}/{ns[1]}" + (f", diverged {diverged[0]}/{diverged[1]}" if any(diverged) else "")
+                + f"; Welch p = {stats.fmt(forward.p, '.3g', 'n/a')})")
     return judge(claim, track, "loss", forward.p < rule.alpha, reverse.p < rule.alpha, sa["loss"].mean < sb["loss"].mean,
                  tuple(stats.runs_for_welch(sa["losses"], sb["losses"], rule.alpha, each=e) for e in (False, True)), ns, measured)
 

@@ -5,6 +5,7 @@ steps compare final losses; the steps rule compares T; a side with no submission
 The README section between the claims markers is rewritten, the leaderboard's left alone."""
 
 import dataclasses
+import functools
 import math
 
 import fake_runs
@@ -28,9 +29,9 @@ def claim(a: Side, b: Side, *measures: str) -> Claim:
     return Claim("Paper", "0000.00000", "A beats B", True, a, b, measures, (TRACK,))
 
 
-def submit_runs(records_dir, optimizer: str, steps: int, *sets: str, seeds: str = "0-2") -> None:
+def submit_runs(records_dir, optimizer: str, steps: int, *sets: str, seeds: str = "0-2", runner=fake_run) -> None:
     argv = ["--records-dir", str(records_dir), "--track", TRACK, "--optimizer", optimizer, "--steps", str(steps), "--seeds", seeds]
-    submit.main([*argv, *(a for s in sets for a in ("--set", s))], fake_run)
+    submit.main([*argv, *(a for s in sets for a in ("--set", s))], runner)
 
 
 def verdicts(records_dir, c: Claim) -> dict[str, object]:
@@ -70,9 +71,9 @@ def test_a_side_that_misses_the_target_carries_the_burden(tmp_path):
     submit_runs(tmp_path, "sgd", 60)  # the SGD profile's floor (1.75) lies above the target
     submit_runs(tmp_path, "muon", 60)
     sgd = Side("sgd", "SGD")
-    assert verdicts(tmp_path, claim(sgd, MUON, "time"))["time"].why == "Muon better: no submission of SGD meets the target"
+    assert verdicts(tmp_path, claim(sgd, MUON, "time"))["time"].why == "Muon better: no submission of SGD meets the time rule"
     against = verdicts(tmp_path, claim(MUON, sgd, "time"))["time"]  # SGD's time is unknown, not infinite
-    assert (against.verdict, against.why) == ("inconclusive", "no submission of SGD meets the target")
+    assert (against.verdict, against.why) == ("inconclusive", "no submission of SGD meets the time rule")
 
 
 def test_final_loss_at_matched_steps_uses_the_longest_common_schedule(tmp_path, profiles):
@@ -86,6 +87,15 @@ def test_final_loss_at_matched_steps_uses_the_longest_common_schedule(tmp_path, 
     assert list(found) == ["time", "loss"]  # "rule" is the track's rule
     assert found["loss"].verdict == "confirmed" and found["loss"].measured.startswith("at T = 60: 1.4")
     assert found["time"].verdict != "confirmed"  # equal speed: no time claim
+
+
+def test_diverged_runs_are_named_in_the_loss_comparison(tmp_path, profiles):
+    profiles("mona", (1.40, 8.0, 0.060))
+    submit_runs(tmp_path, "mona", 60, runner=functools.partial(fake_run, diverge_seeds=(1,)))
+    submit_runs(tmp_path, "muon", 60)
+    found = verdicts(tmp_path, claim(Side("mona", "MONA"), MUON, "rule", "loss"))
+    assert "(n 2/3, diverged 1/0;" in found["loss"].measured  # the two completed runs only, and the third named
+    assert found["time"].why == "Muon better: no submission of MONA meets the time rule"  # a divergence is no evidence
 
 
 def test_the_steps_rule_compares_schedule_lengths(tmp_path, profiles):
