@@ -33,7 +33,14 @@ REFERENCE_MACHINES: dict[str, dict] = {
     # (scripts/bench_overhead.py, 2026-12-02 13:00 UTC), at 233-240 ms per Muon step
     "tiny-cpu": {"calib_ms": 242.7, "machine": "AMD EPYC 2-core VM, median of 7 runs alone (2026-12-02, torch 2.13.0+cpu)"},
 }
-README_START, README_END = "<!-- leaderboard:start -->", "<!-- leaderboard:end -->"
+
+
+def readme_markers(name: str = "leaderboard") -> tuple[str, str]:
+    """The comments that delimit a generated README section (the leaderboard, the claims table)."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+README_START, README_END = readme_markers()
 
 
 @dataclass
@@ -315,13 +322,14 @@ def best_per_optimizer(table: pd.DataFrame) -> pd.DataFrame:
     return table.drop_duplicates("optimizer", keep="first")
 
 
-def replace_readme_section(readme: Path, body: str) -> None:
-    """Rewrite the part of the README between the leaderboard markers."""
+def replace_readme_section(readme: Path, body: str, name: str = "leaderboard") -> None:
+    """Rewrite the part of the README between the markers of section `name` (readme_markers)."""
     if not readme.exists():
         raise UserError(f"{readme} does not exist; pass the README to update with --readme PATH")
     text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
+    begin, finish = readme_markers(name)
+    start, end = text.find(begin), text.find(finish)
     if start < 0 or end < 0 or end < start:
-        raise UserError(f"{readme} has no '{README_START}' ... '{README_END}' markers; add them (in that order) "
-                        "where the leaderboard should go")
-    readme.write_text(text[: start + len(README_START)] + "\n" + body.rstrip() + "\n" + text[end:])
+        raise UserError(f"{readme} has no '{begin}' ... '{finish}' markers; add them (in that order) "
+                        f"where the {name} section should go")
+    readme.write_text(text[: start + len(begin)] + "\n" + body.rstrip() + "\n" + text[end:])

@@ -132,14 +132,17 @@ def runs_for_target(values, target: float, alpha: float = ALPHA, power: float = 
     return None
 
 
-def runs_for_welch(values, reference, alpha: float = ALPHA, power: float = POWER) -> int | None:
+def runs_for_welch(values, reference, alpha: float = ALPHA, power: float = POWER, each: bool = False) -> int | None:
     """How many runs the new group would need for Welch's test against `reference` (kept as is)
-    to pass with probability `power`, under the same plug-in assumption as `runs_for_target`."""
+    to pass with probability `power`, under the same plug-in assumption as `runs_for_target`.
+    With `each`, the runs each group would need, both grown to that number (when the reference's
+    own runs leave too much doubt for any number of new ones)."""
     x, y = clean(values), clean(reference)
     if len(x) < 2 or len(y) < 2 or x.mean() >= y.mean():
         return None
-    vx, vy, ny = x.var(ddof=1), y.var(ddof=1), len(y)
+    vx, vy = x.var(ddof=1), y.var(ddof=1)
     for n in range(2, MAX_RUNS + 1):
+        ny = n if each else len(y)
         a, b = vx / n, vy / ny
         if a + b == 0:
             return n
@@ -214,14 +217,16 @@ def runs_for_margin(values, target: float, threshold: float, sigma: float, power
 
 
 def runs_for_pairwise(values, steps: int, reference, reference_steps: int, loss_per_step: float, threshold: float,
-                      sigma: float, power: float = POWER) -> int | None:
+                      sigma: float, power: float = POWER, each: bool = False) -> int | None:
     """Runs of the new group for the pairwise rule against `reference` (kept as is) to pass with
-    probability `power`, if the observed means were the truth."""
+    probability `power`, if the observed means were the truth; with `each`, the runs of each group,
+    both grown to that number (gain / sqrt(2/n) = (gain / sqrt 2) / sqrt(1/n))."""
     x, y = clean(values), clean(reference)
     if not len(x) or not len(y):
         return None
     gain = float(y.mean() - x.mean()) + (reference_steps - steps) * loss_per_step
-    return _runs_for_gain(gain, threshold, sigma, power, 1 / len(y))
+    return _runs_for_gain(gain / math.sqrt(2), threshold, sigma, power) if each else \
+        _runs_for_gain(gain, threshold, sigma, power, 1 / len(y))
 
 
 def median_with_misses(reached, n: int) -> float:

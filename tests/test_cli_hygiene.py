@@ -10,6 +10,7 @@ import pytest
 
 SCRIPTS = {  # script -> a word of the description that says how long or how big the default invocation is
     "scripts/leaderboard.py": None,
+    "scripts/claims.py": "seconds",
     "scripts/rebuild_records.py": None,
     "scripts/robustness.py": "minutes",
     "scripts/verify.py": None,
