@@ -141,6 +141,12 @@ class Track:
             )
 
 
+# The workload of the CPU tracks (tiny-cpu and its LLaMA and MoE variants): the byte-level Brown
+# corpus on 2 cores, its batch, schedule, budget, evaluation cadence and validation size.
+BROWN_2CORE = dict(hardware="cpu-2core", tokenizer="bytes", train_files="data/brown/shards/brown_train_*.bin",
+                   val_files="data/brown/shards/brown_val_*.bin", seq_len=256, batch_size=16, micro_batch_size=16,
+                   steps=400, max_steps=1200, eval_every=25, val_tokens=65536)
+
 TRACKS: dict[str, Track] = {
     # The main job out of the box: byte-level Brown corpus on 2 CPU cores. Size, batch and
     # cadence were chosen so a tuned Muon reaches the target in 60-120 s of train time
@@ -148,18 +154,8 @@ TRACKS: dict[str, Track] = {
     "tiny-cpu": Track(
         name="tiny-cpu",
         description="Brown corpus, byte-level, 4x128 GPT, 2 CPU cores",
-        hardware="cpu-2core",
-        tokenizer="bytes",
-        train_files="data/brown/shards/brown_train_*.bin",
-        val_files="data/brown/shards/brown_val_*.bin",
+        **BROWN_2CORE,
         model=ModelConfig(vocab_size=257, n_layer=4, n_head=4, n_embd=128),  # the harness's own architecture (defaults)
-        seq_len=256,
-        batch_size=16,
-        micro_batch_size=16,
-        steps=400,
-        max_steps=1200,
-        eval_every=25,
-        val_tokens=65536,
         target=1.60,
         schedule={"warmup_frac": 0.0, "cooldown_frac": 0.4, "final_lr_mult": 0.0},
         compile=True,  # inductor on CPU: ~20 % faster steps for ~30 s of untimed warmup
@@ -191,18 +187,8 @@ TRACKS.update({
     "tiny-llama-cpu": Track(
         name="tiny-llama-cpu",
         description="Brown corpus, byte-level, 4x128 LLaMA-style (SwiGLU, RMSNorm gains), 2 CPU cores (provisional target)",
-        hardware="cpu-2core",
-        tokenizer="bytes",
-        train_files="data/brown/shards/brown_train_*.bin",
-        val_files="data/brown/shards/brown_val_*.bin",
+        **BROWN_2CORE,
         model=ModelConfig(vocab_size=257, n_layer=4, n_head=4, n_embd=128, mlp_multiple_of=32, **ARCH_LLAMA),
-        seq_len=256,
-        batch_size=16,
-        micro_batch_size=16,
-        steps=400,
-        max_steps=1200,
-        eval_every=25,
-        val_tokens=65536,
         target=provisional_target(1.5331),
         compile=True,
     ),
@@ -218,19 +204,9 @@ TRACKS.update({
     "tiny-moe-cpu": Track(
         name="tiny-moe-cpu",
         description="Brown corpus, byte-level, 4x128 LLaMA-style MoE (8 experts, top-2), 2 CPU cores (provisional target)",
-        hardware="cpu-2core",
-        tokenizer="bytes",
-        train_files="data/brown/shards/brown_train_*.bin",
-        val_files="data/brown/shards/brown_val_*.bin",
+        **BROWN_2CORE,
         model=ModelConfig(vocab_size=257, n_layer=4, n_head=4, n_embd=128, mlp_multiple_of=32, **ARCH_LLAMA,
                           moe=MoEConfig(n_experts=8, top_k=2, expert_hidden=176)),
-        seq_len=256,
-        batch_size=16,
-        micro_batch_size=16,
-        steps=400,
-        max_steps=1200,
-        eval_every=25,
-        val_tokens=65536,
         target=provisional_target(1.4934),
         compile=False,
     ),

@@ -15,6 +15,9 @@ from types import ModuleType
 import torch
 
 INSTALL_HINT = "pip install -e '.[baselines]'"
+# The AdamW baseline's per-role learning rates (optimizers/adamw.py's DEFAULTS): the defaults of the
+# element-wise Adam-like baselines that replace it on every role, until they are tuned.
+ADAMW_ROLE_RATES = {"lr": 0.003, "embed_lr": 0.03, "head_lr": 0.003, "scalar_lr": 0.01}
 # Libraries that torch.compile their update by default, and the switch that turns it off: on CPU the
 # update runs eagerly (compiling it needs a C++ toolchain and minutes per shape); on GPU it compiles
 # during the untimed warmup (nanogpt/train.py), like the model.

@@ -12,14 +12,11 @@ Defaults: the AdamW baseline's rates (adamw.py) and betas (0.9, 0.95); alpha 5 (
 Search space (part 4): lr in {0.003, 0.006}; alpha in {2, 5, 8}; beta3 in {0.999, 0.9999}.
 """
 
-from optimizers._library import load, per_role_groups
+from optimizers._library import ADAMW_ROLE_RATES, load, per_role_groups
 
 LIBRARIES = ("pytorch_optimizer",)
 DEFAULTS = {
-    "lr": 0.003,
-    "embed_lr": 0.03,
-    "head_lr": 0.003,
-    "scalar_lr": 0.01,
+    **ADAMW_ROLE_RATES,
     "beta1": 0.9,
     "beta2": 0.95,
     "beta3": 0.999,

@@ -13,14 +13,11 @@ Defaults: the paper's GPT-2 values (betas (0.95, 0.99), gamma 0.025) with the Ad
 Search space (part 4): lr in {0.003, 0.006}; gamma in {0.0125, 0.025, 0.05}; beta1 in {0.9, 0.95}.
 """
 
-from optimizers._library import load, per_role_groups
+from optimizers._library import ADAMW_ROLE_RATES, load, per_role_groups
 
 LIBRARIES = ("pytorch_optimizer",)
 DEFAULTS = {
-    "lr": 0.003,
-    "embed_lr": 0.03,
-    "head_lr": 0.003,
-    "scalar_lr": 0.01,
+    **ADAMW_ROLE_RATES,
     "beta1": 0.95,
     "beta2": 0.99,
     "gamma": 0.025,

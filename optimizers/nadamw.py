@@ -12,13 +12,10 @@ Search space (part 4): lr in {0.003, 0.006, 0.012} (the other roles scaled with 
 
 import torch
 
-from optimizers._library import per_role_groups
+from optimizers._library import ADAMW_ROLE_RATES, per_role_groups
 
 DEFAULTS = {
-    "lr": 0.003,
-    "embed_lr": 0.03,
-    "head_lr": 0.003,
-    "scalar_lr": 0.01,
+    **ADAMW_ROLE_RATES,
     "beta1": 0.9,
     "beta2": 0.95,
     "eps": 1e-10,

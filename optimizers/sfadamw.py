@@ -17,16 +17,13 @@ Search space (part 4): lr in {0.003, 0.006, 0.012} (the other roles scaled with 
 {0.9, 0.95}; warmup_frac in {0.05, 0.1}; weight_decay in {0, 0.01}.
 """
 
-from optimizers._library import load, per_role_groups
+from optimizers._library import ADAMW_ROLE_RATES, load, per_role_groups
 
 LIBRARIES = ("schedulefree",)
 DEFAULTS = {
     "warmup_frac": 0.05,
     "cooldown_frac": 0.0,
-    "lr": 0.003,
-    "embed_lr": 0.03,
-    "head_lr": 0.003,
-    "scalar_lr": 0.01,
+    **ADAMW_ROLE_RATES,
     "beta1": 0.9,
     "beta2": 0.95,
     "eps": 1e-8,

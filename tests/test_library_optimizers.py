@@ -336,3 +336,10 @@ def test_schedulefree_matches_the_papers_update():
         x = (1 - c) * x + c * z
     opt.eval()
     torch.testing.assert_close(p.detach(), x)
+
+
+def test_adam_like_baselines_start_from_adamws_role_rates():
+    from optimizers import adamw
+    from optimizers._library import ADAMW_ROLE_RATES
+
+    assert ADAMW_ROLE_RATES == {k: adamw.DEFAULTS[k] for k in ADAMW_ROLE_RATES}
