@@ -10,6 +10,11 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+# The shipped baselines built on libraries (issue 10), with the package each needs: tested in
+# tests/test_library_optimizers.py; the run-level tests of tests/test_optimizers_train.py cover our own code.
+LIBRARY_BASELINES = {"soap": "heavyball", "psgd_kron": "heavyball", "sfadamw": "schedulefree", "lion": "pytorch_optimizer",
+                     "ademamix": "pytorch_optimizer", "mars": "pytorch_optimizer", "nadamw": "torch", "adafactor": "torch",
+                     "torch_muon": "torch"}
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(1)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import LIBRARY_BASELINES
 
 import optimizers
 import run
@@ -25,6 +26,12 @@ TRAIN_LINE = re.compile(r"^step:(\d+)/\d+ train_loss:(\S+) ")
 # Exercise each optimizer's special path within a few steps (Newton-Muon refreshes every 32 by default).
 EXTRA = {"newton_muon": ["--set", "refresh_every=2"]}
 PAPERS = {"normuon": "2510.05491", "muon2": "2604.09967", "muon2f": "2604.09967", "newton_muon": "2604.01472", "mona": "2605.26842"}
+
+
+# Our own optimizers train through run.py, in one process and in two (sharded orthogonalization,
+# Newton-Muon's reduced statistics); the library baselines are tested on a tiny model in
+# tests/test_library_optimizers.py, and schedule-free (the evaluation hooks) also here under torchrun.
+OWN = [n for n in optimizers.available() if n not in LIBRARY_BASELINES]
 
 
 def train_losses(records_dir: Path) -> list[float]:
@@ -40,22 +47,14 @@ def assert_learns(losses: list[float], steps: int) -> None:
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1 and losses[-1] < losses[0], losses
 
 
-@pytest.mark.parametrize("name", optimizers.available())
+@pytest.mark.parametrize("name", OWN)
 def test_trains_single_process(name, tmp_path, fast_track):
     argv = ["--no-compile", "--steps", "8", "--quiet", "--records-dir", str(tmp_path), "--optimizer", name, *EXTRA.get(name, [])]
     assert run.main(argv) == 0
     assert_learns(train_losses(tmp_path), 8)
 
 
-def own_code_or_hooks(name: str) -> bool:
-    """Optimizers whose code this project wrote (sharded orthogonalization, Newton-Muon's reduced
-    statistics), and one library module with the evaluation hooks (schedule-free); the other library
-    modules update every rank's replica from the same averaged gradients, with no distributed code of
-    their own, so the 2-process run would test DDP again (each still trains in test_trains_single_process)."""
-    return not getattr(load_optimizer(name).module, "LIBRARIES", ()) or name == "sfadamw"
-
-
-@pytest.mark.parametrize("name", [n for n in optimizers.available() if own_code_or_hooks(n)])
+@pytest.mark.parametrize("name", [*OWN, "sfadamw"])
 def test_trains_under_torchrun_with_two_gloo_processes(name, tmp_path, root):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", "--no-compile", "--debug-model",
            "--steps", "4", "--records-dir", str(tmp_path), "--quiet", "--optimizer", name, *EXTRA.get(name, [])]
