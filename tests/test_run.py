@@ -18,6 +18,12 @@ from nanogpt.data import write_shard
 from nanogpt.model import GPT
 
 SHORT = ["--no-compile", "--steps", "6", "--quiet"]
+
+
+@pytest.fixture(autouse=True)
+def small_validation(fast_track):
+    """Every in-process run here uses tiny-cpu with 8 validation windows and one warmup step (none of
+    these tests is about either; tests/test_harness_promises.py is)."""
 # The runs in a subprocess (signals, pipes) use the tiny debug model: they test the process, not the model.
 DEBUG = ["--no-compile", "--debug-model"]
 
