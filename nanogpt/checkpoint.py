@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from nanogpt.config import ModelConfig, Track
 from nanogpt.errors import UserError
 from nanogpt.model import GPT
-from nanogpt.tracks import ModelConfig, Track
 
 FORMAT_VERSION = 1
 

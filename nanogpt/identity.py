@@ -7,7 +7,10 @@ never imported at module level by the training path, so an edit to a plot cannot
 configuration, while an edit to a module an optimizer imports (muon2f.py imports muon2.py) changes
 that optimizer's code hash. Third-party packages an optimizer imports enter by name, version and
 a hash of their installed source files; the platform itself (PLATFORM: torch, numpy) enters by
-version through the run's environment.
+version through the run's environment. A module of values (VALUE_MODULES: the track table) is
+followed but not hashed: what it defines reaches a run only as the resolved track, which the
+configuration holds by value, so adding or calibrating one track leaves every other track's runs
+the same configuration.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from nanogpt.errors import UserError
 
 PROJECT_PACKAGES = ("nanogpt", "optimizers")
 PLATFORM = ("torch", "numpy")  # recorded by version in every log's environment, not hashed file by file
+VALUE_MODULES = ("nanogpt/tracks.py",)  # identified by the resolved values a run holds (track_sha256)
 
 
 def _module_imports(path: Path, package: str) -> list[str]:
@@ -58,6 +62,7 @@ def closure(start: Path, root: Path) -> tuple[list[str], list[str]]:
     found; top-level names of the other packages imported on the way)."""
     files: list[str] = []
     others: set[str] = set()
+    seen = {start}
     todo = [start]
     while todo:
         path = todo.pop(0)
@@ -71,10 +76,11 @@ def closure(start: Path, root: Path) -> tuple[list[str], list[str]]:
                 if name.split(".")[0] not in PROJECT_PACKAGES:
                     others.add(name.split(".")[0])
                 continue
-            found_rel = found.relative_to(root).as_posix()
-            if found_rel not in files and found != start:
-                files.append(found_rel)
+            if found not in seen:
+                seen.add(found)
                 todo.append(found)
+                if (found_rel := found.relative_to(root).as_posix()) not in VALUE_MODULES:
+                    files.append(found_rel)
     return files, sorted(others)
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanogpt.tracks import ModelConfig, MoEConfig
+from nanogpt.config import ModelConfig, MoEConfig
 
 ROLES = ("matrix", "embed", "head", "scalar")
 

@@ -54,13 +54,12 @@ from types import ModuleType
 import torch
 
 import optimizers
+from nanogpt.config import Track
 from nanogpt.errors import UserError
 from nanogpt.model import ROLES
 from nanogpt.schedule import SCHEDULE_KEYS
-from nanogpt.tracks import Track
 from nanogpt.train import set_training
-from optimizers._library import eager_on_cpu
-from optimizers._matrix import AUX_DEFAULTS, aux_adamw
+from optimizers._aux import AUX_DEFAULTS, aux_adamw
 
 TUNED_FILE = Path(optimizers.__file__).parent / "tuned.toml"
 # Hyperparameters that cannot be negative (by name), and those that are fractions in [0, 1].
@@ -207,6 +206,8 @@ def class_module(path: str) -> ModuleType:
     module.DEFAULTS = keyword_defaults(cls)
 
     def build(params, hp, model):
+        from optimizers._library import eager_on_cpu  # the glue of library classes: in their code hash, not the harness's
+
         kwargs = constructor_kwargs(cls, hp)
         every = [p for ps in params.values() for p in ps]
         eager_on_cpu(cls, every)

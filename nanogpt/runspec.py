@@ -21,6 +21,8 @@ from nanogpt.recording import SCHEMA_VERSION, group_key, hparams_text
 from nanogpt.runlog import code_sha256, combined_sha256, harness_files, manifest, optimizer_section, read_sources
 from nanogpt.tracks import ROOT, Track, debug_variant, get_track, local_data_variant, offline_data_dir
 
+LIBRARY_GLUE = "optimizers/_library.py"
+
 
 def track_config(track: Track) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(track)))
@@ -106,7 +108,11 @@ def resolve(track_name: str, optimizer: str, sets: list[str], steps: int | None 
     track = track.with_overrides(steps=hp["steps"])
     harness = harness_files(ROOT)
     # an installed class: its defining file is embedded and hashed; its package by name, version and files
-    deps, others = ([], []) if opt.library_class else closure(opt.path, ROOT)
+    # and so is the glue that runs it (LIBRARY_GLUE), which the harness imports only for such a class
+    if opt.library_class:
+        deps, others = [LIBRARY_GLUE, *closure(ROOT / LIBRARY_GLUE, ROOT)[0]], []
+    else:
+        deps, others = closure(opt.path, ROOT)
     section = optimizer_section(f"{opt.name} ({opt.path.name})" if opt.library_class else opt.path.name)
     code = [section, *deps]
     sources = {**read_sources(ROOT, harness), section: opt.source, **read_sources(ROOT, deps)}

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from nanogpt.tracks import ROOT
+from nanogpt.config import ROOT
 
 GPT2_DIR = ROOT / "data" / "gpt2"
 GPT2_EOT = 50256

@@ -22,6 +22,7 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
+from optimizers._aux import AUX_DEFAULTS, aux_adamw
 from optimizers._orthogonalize import METHODS, orthogonalize
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -66,18 +67,6 @@ MATRIX_DEFAULTS = {
     "shape_scale_decay": False,
     "cautious_wd": False,
 }
-# The auxiliary AdamW of the Muon family (embeddings, head, 1-D parameters), speedrun values.
-AUX_DEFAULTS = {
-    "embed_lr": 0.3,
-    "head_lr": 0.008,
-    "scalar_lr": 0.04,
-    "adam_beta1": 0.8,
-    "adam_beta2": 0.95,
-    "adam_eps": 1e-10,
-    "adam_weight_decay": 0.0,
-}
-
-
 class MatrixOptimizer(torch.optim.Optimizer):
     """Muon (Keller Jordan, 2024) with hooks and convention options for its variants.
 
@@ -221,20 +210,6 @@ class MatrixOptimizer(torch.optim.Optimizer):
                     self.apply_update(p, self.postprocess(p, o.view(p.shape), self.state[p], group), group)
             group["step"] += 1
         return loss
-
-
-def aux_adamw(params: dict[str, list], hp: dict) -> torch.optim.AdamW | None:
-    """AdamW for the non-matrix roles (embed, head, scalar), one group per role."""
-    groups = [
-        {"params": params[role], "lr": hp[f"{role}_lr"]}
-        for role in ("embed", "head", "scalar")
-        if params[role]
-    ]
-    if not groups:
-        return None
-    return torch.optim.AdamW(
-        groups, betas=(hp["adam_beta1"], hp["adam_beta2"]), eps=hp["adam_eps"], weight_decay=hp["adam_weight_decay"]
-    )
 
 
 def family_defaults(cls: type[MatrixOptimizer]) -> dict:

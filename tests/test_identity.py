@@ -64,6 +64,37 @@ def test_an_optimizers_code_hash_follows_its_imports(tmp_path):
     assert optimizer_hash(root, "muon") != muon
 
 
+def test_the_track_table_enters_by_value_so_another_tracks_edit_splits_nothing(tmp_path):
+    """Calibrating tiny-llama-cpu (or adding a track) must not orphan tiny-cpu's records; changing
+    the track classes (code) or tiny-cpu's own values does split them."""
+    root = project_copy(tmp_path)
+    tracks = root / "nanogpt" / "tracks.py"
+    before = harness_hash(root)
+    assert "nanogpt/tracks.py" not in harness_files(root) and "nanogpt/config.py" in harness_files(root)
+    tracks.write_text(tracks.read_text().replace("target=provisional_target(1.5331)", "target=1.57"))
+    assert "target=1.57" in tracks.read_text() and harness_hash(root) == before
+    (root / "nanogpt" / "config.py").write_text((root / "nanogpt" / "config.py").read_text() + "\n# an edit\n")
+    assert harness_hash(root) != before
+    # tiny-cpu's own values reach its configuration key through the resolved track
+    assert resolve("tiny-cpu", "muon", []).key() != resolve("tiny-cpu", "muon", [], no_compile=True).key()
+
+
+def test_the_muon_familys_shared_code_is_not_in_an_adamw_runs_identity(tmp_path):
+    root = project_copy(tmp_path)
+    before, adamw, muon = harness_hash(root), optimizer_hash(root, "adamw"), optimizer_hash(root, "muon")
+    for name in ("_matrix.py", "_orthogonalize.py", "_library.py"):
+        (root / "optimizers" / name).write_text((root / "optimizers" / name).read_text() + "\n# an edit\n")
+    assert harness_hash(root) == before and optimizer_hash(root, "adamw") == adamw
+    assert optimizer_hash(root, "muon") != muon
+    (root / "optimizers" / "_aux.py").write_text((root / "optimizers" / "_aux.py").read_text() + "\n# an edit\n")
+    assert harness_hash(root) != before  # the auxiliary AdamW runs in every optimizer's run
+
+
+def test_an_installed_class_is_hashed_with_the_glue_that_runs_it():
+    spec = resolve("tiny-cpu", "torch.optim.NAdam", [])
+    assert spec.code[1:] == ["optimizers/_library.py"] and "optimizers/_library.py" in spec.sources
+
+
 def test_a_third_party_package_an_optimizer_imports_is_in_its_hash(tmp_path, monkeypatch):
     pkg = tmp_path / "site" / "fancyopt"
     pkg.mkdir(parents=True)
