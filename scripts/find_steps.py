@@ -8,8 +8,10 @@ Each probed step count is run with every seed (recorded runs are reused, so an i
 search resumes); a step count passes when its runs would be evidence under the rule: no run
 diverged and, under `time`, the mean final val loss is below the target with p < 0.01 (one-sided
 t-test), under `steps`, (target - mean) x sqrt(n) >= 0.004 (track 3's fixed sigma). The search
-doubles or halves from --start to bracket the answer, then bisects until the bracket is within
---tolerance of it. Every run is recorded, and the search
+doubles or halves from --start to bracket the answer, then narrows the bracket until it is within
+--tolerance of it: each next step count is where the line through the bracket's shortfalls (how
+far each end's losses are from meeting the rule) crosses zero, less half the tolerance, with a
+bisection whenever two probes in a row fail to halve the bracket. Every run is recorded, and the search
 (probes, winner, budget) is appended to records/sweeps.jsonl; its budget counts in the tuning
 budget that the leaderboard shows for the configuration it picks. Exit status 1 if no step count up
 to the maximum meets the target.

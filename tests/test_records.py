@@ -156,7 +156,7 @@ def test_logs_read_like_modded_nanogpt_logs_and_older_logs_stay_readable(tmp_pat
     parsed = parse_log(log)
     assert parsed.config["steps"] == 8 and len(parsed.training.steps) == 8 and parsed.result["status"] == "ok"
     assert parsed.sections["optimizer muon.py"] == (ROOT / "optimizers" / "muon.py").read_text()
-    older = ROOT / "records" / "logs"
+    older = ROOT / "records" / "archive" / "before-the-rules" / "logs"
     v2 = sorted(older.glob("*.txt"))[0]
     assert v2.read_text().startswith("==== config ====\n")  # a committed log of format version 2
     assert parse_log(v2).result is not None and parse_log(v2).training.steps

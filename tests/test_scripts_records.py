@@ -4,10 +4,13 @@ every run and resume after an interruption. Synthetic runs go through run.py's a
 configuration, log writer and row builder (tests/fake_runs.py); one real run checks the rest."""
 
 import json
+import math
 import shutil
 import statistics
 
+import numpy as np
 import pytest
+import scipy.stats
 from conftest import load_script
 from fake_runs import fake_run, record
 
@@ -16,6 +19,7 @@ from analysis import stats
 from analysis.leaderboard import leaderboard, load_records
 from analysis.records import read_entries, read_raw_rows, read_table, submissions_path, sweeps_path
 from analysis.submissions import Rule, decide
+from analysis.sweeps import next_probe, shortfall
 from nanogpt import tracks
 from nanogpt.recording import table_path
 from nanogpt.runlog import parse_log, sha256_text
@@ -453,6 +457,29 @@ def test_find_steps_finds_the_shortest_significant_schedule(tmp_path, capsys):
     again = Counting()
     assert find_steps.main(cmd, again) == 0 and again.calls == 0  # resumable
     assert verify.main(["--records-dir", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize("losses", [[1.590, 1.592, 1.589], [1.595, 1.598, 1.596], [1.57, 1.60, 1.63], [1.5990, 1.5991, 1.5992],
+                                    [1.65, 1.66, 1.64, 1.65]])
+def test_the_shortfall_is_below_zero_exactly_when_the_rule_admits(losses):
+    target = 1.60
+    time_rule, steps_rule = Rule.of_track("tiny-cpu", "time"), Rule.of_track("tiny-cpu", "steps")
+    p = scipy.stats.ttest_1samp(losses, target, alternative="less").pvalue
+    assert (shortfall(losses, target, time_rule) < 0) == (p < time_rule.alpha)
+    margin = (target - np.mean(losses)) * np.sqrt(len(losses))
+    assert (shortfall(losses, target, steps_rule) <= 0) == (margin >= steps_rule.threshold)
+    assert shortfall([*losses[:-1], None], target, time_rule) == math.inf  # a diverged run
+
+
+def test_the_next_probe_sits_half_a_tolerance_below_the_secants_crossing():
+    # Muon on tiny-cpu: 175 steps miss by 0.198, 350 meet it with 0.004 to spare; the line crosses at 346.5
+    assert next_probe(175, 350, 0.198, -0.004, 17) == round(175 + 175 * 0.198 / 0.202 - 8.5)
+    # half a tolerance (9) from either end: a probe next to an end would not close the bracket
+    assert next_probe(175, 350, 0.198, -50.0, 17) == 184
+    assert next_probe(175, 350, 0.001, -0.2, 17) == 184
+    assert next_probe(301, 325, 0.0005, -0.006, 16) == 309  # NorMuon: either outcome closes [301, 325] to 16
+    assert next_probe(10, 12, 0.1, -0.1, 16) == 11
+    assert next_probe(175, 350, math.inf, -0.004, 17) == 262  # a diverged probe: bisection
 
 
 def test_find_steps_under_the_steps_rule_and_its_budget_on_the_leaderboard(tmp_path, capsys):
