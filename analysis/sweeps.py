@@ -251,12 +251,13 @@ def judge_trial(trial: dict, rows: list[dict], target: float, rule) -> dict:
 
 def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, nproc: int, seeds: list[int], records_dir: str,
                runner: Runner | Launcher, start: int, max_steps: int | None, tolerance: float, rule_name: str | None = None,
-               say: Say = print, debug_model: bool = False, data_dir: str | None = None) -> dict:
-    """The shortest schedule (--steps) that the rule admits (the track's, or `rule_name`): double
-    (or halve) from `start` to bracket it, then narrow the bracket until it is within `tolerance` (a
-    fraction of the step count), each probe placed by the rule's shortfall (next_probe). Assumes
-    longer schedules do not end at a worse loss. The search's runs count in the tuning budget of the
-    configuration it picks."""
+               say: Say = print, debug_model: bool = False, data_dir: str | None = None, growth: float = 2.0) -> dict:
+    """The shortest schedule (--steps) that the rule admits (the track's, or `rule_name`): multiply
+    (or divide) `start` by `growth` to bracket it, then narrow the bracket until it is within
+    `tolerance` (a fraction of the step count), each probe placed by the rule's shortfall
+    (next_probe). Assumes longer schedules do not end at a worse loss. The search's runs count in the
+    tuning budget of the configuration it picks. Doubling is costly when the start is a good guess
+    that just misses: the next probe is twice as long, where a growth of 1.25 probes a quarter further."""
     from analysis.submissions import Rule
     variant = _variant(debug_model, data_dir)
     base = resolve(track, optimizer, sets, start, no_compile, nproc, **variant)
@@ -267,7 +268,10 @@ def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, np
         raise UserError(f"--start {start}: must lie in [1, {cap}] (the track's step budget or --max-steps)")
     if len(seeds) < 2:
         raise UserError("--seeds: the target test needs at least 2 seeds per step count")
+    if not growth > 1:
+        raise UserError(f"--growth {growth}: must be above 1 (the factor between bracketing step counts)")
     search = {"start": start, "max_steps": cap, "tolerance": tolerance, "alpha": alpha}
+    search |= {} if growth == 2 else {"growth": growth}  # (doubling searches keep their earlier sweep ids)
     sid = sweep_id({"kind": "steps", "track": track, "optimizer": optimizer, "sets": sets, "no_compile": no_compile, "nproc": nproc,
                     "search": search, "seeds": seeds, **_shown(variant)} | ({} if rule.name == "time" else {"rule": rule.params()}))
     search |= {"rule": rule.name, "rule_params": rule.params()}  # (the time rule's sweep ids stay those of earlier searches)
@@ -289,16 +293,19 @@ def find_steps(track: str, optimizer: str, sets: list[str], no_compile: bool, np
                 f"{'meets' if p['passed'] else 'misses'} the target under the {rule.name} rule")
         return probes[steps]["passed"]
 
+    def shrink(n: int) -> int:
+        return min(n - 1, int(n / growth))
+
     lo, hi = 0, None
     if probe(start):
         hi = start
-        while hi > 1 and probe(hi // 2):
-            hi //= 2
-        lo = hi // 2
+        while hi > 1 and probe(shrink(hi)):
+            hi = shrink(hi)
+        lo = shrink(hi)
     else:
         lo = start
         while lo < cap:
-            nxt = min(2 * lo, cap)
+            nxt = min(max(lo + 1, math.ceil(lo * growth)), cap)
             if probe(nxt):
                 hi = nxt
                 break

@@ -459,6 +459,19 @@ def test_find_steps_finds_the_shortest_significant_schedule(tmp_path, capsys):
     assert verify.main(["--records-dir", str(tmp_path)]) == 0
 
 
+def test_find_steps_brackets_by_the_growth_factor(tmp_path, capsys):
+    cmd = ["--records-dir", str(tmp_path), "--optimizer", "muon", "--seeds", "0-2", "--start", "20", "--tolerance", "0",
+           "--growth", "1.25"]
+    assert find_steps.main(cmd, Counting()) == 0
+    (entry,) = read_entries(sweeps_path(tmp_path), ("steps",))
+    probed = [int(t["overrides"]["steps"]) for t in entry["trials"]]
+    assert 25 in probed and 32 in probed and 40 not in probed  # 20 -> 25 -> 32 (ceil 31.25), never doubled
+    best = int(entry["winner"]["overrides"]["steps"])
+    assert 28 < best <= 31 and best - 1 in probed  # the same answer as doubling finds
+    assert entry["search"]["growth"] == 1.25
+    assert find_steps.main([*cmd[:-1], "1"], Counting()) == 2 and "--growth 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("losses", [[1.590, 1.592, 1.589], [1.595, 1.598, 1.596], [1.57, 1.60, 1.63], [1.5990, 1.5991, 1.5992],
                                     [1.65, 1.66, 1.64, 1.65]])
 def test_the_shortfall_is_below_zero_exactly_when_the_rule_admits(losses):
