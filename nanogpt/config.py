@@ -72,6 +72,12 @@ class ModelConfig:
     eval_dtype: str = "autocast"  # evaluation (forward without autograd): "autocast" as in training, or "float32"
 
 
+# The fields that say how a track's runs are judged, not what a run computes: its description, its
+# step budget and its rules' constants. A track's identity (track_sha256) leaves them out, so that
+# calibrating a rule or widening the budget keeps every recorded run in its configuration.
+JUDGING_FIELDS = ("description", "max_steps", "rule", "steps_sigma", "steps_threshold", "steps_loss_per_step")
+
+
 @dataclass(frozen=True)
 class Track:
     name: str
@@ -112,6 +118,7 @@ class Track:
     #   z-test with a fixed sigma (steps_sigma = 0.0013, p < 0.001: 0.0013 * 3.09 = 0.004); against a
     #   record: (dloss + dsteps * steps_loss_per_step) / sqrt(1/n1 + 1/n2) >= steps_threshold, where
     #   dloss = record mean - this mean and dsteps = record T - this T (0.0045 loss per 100 steps).
+    #   These defaults are track 3's; scripts/calibrate_steps_rule.py measures a track's own.
     rule: str = "time"
     steps_sigma: float = 0.0013
     steps_threshold: float = 0.004

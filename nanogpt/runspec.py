@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanogpt.config import JUDGING_FIELDS
 from nanogpt.errors import UserError
 from nanogpt.identity import closure, third_party
 from nanogpt.optim import OptimizerSpec, apply_overrides, default_hparams, load_optimizer
@@ -29,7 +30,10 @@ def track_config(track: Track) -> dict:
 
 
 def track_sha256(track: Track) -> str:
-    return hashlib.sha256(json.dumps(track_config(track), sort_keys=True).encode()).hexdigest()
+    """The track's part of a configuration's identity: every field that shapes what a run computes
+    (the judging fields are left out: nanogpt.config.JUDGING_FIELDS)."""
+    identity = {k: v for k, v in track_config(track).items() if k not in JUDGING_FIELDS}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

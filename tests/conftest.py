@@ -42,3 +42,16 @@ def fast_track(monkeypatch):
     fast = tracks.TRACKS["tiny-cpu"].with_overrides(val_tokens=2048, warmup_steps=1)
     monkeypatch.setitem(tracks.TRACKS, "tiny-cpu", fast)
     return fast
+
+
+@pytest.fixture
+def track3_rule(monkeypatch):
+    """tiny-cpu judged by track 3's steps-rule constants (the Track defaults): the tests of the rule's
+    mechanics on synthetic runs state their numbers in those. tiny-cpu's own constants, measured on
+    its records, are checked by tests/test_rules.py; the judging fields are not part of any run's
+    identity, so the synthetic runs' configurations are unchanged."""
+    from nanogpt import config, tracks
+
+    fields = config.Track.__dataclass_fields__
+    track3 = {k: fields[k].default for k in ("steps_sigma", "steps_threshold", "steps_loss_per_step")}
+    monkeypatch.setitem(tracks.TRACKS, "tiny-cpu", tracks.TRACKS["tiny-cpu"].with_overrides(**track3))

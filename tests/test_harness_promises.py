@@ -33,6 +33,7 @@ from analysis.records import read_table
 from analysis.verify import verify_records
 from nanogpt import tracks, train
 from nanogpt.checkpoint import load_checkpoint, save_checkpoint
+from nanogpt.config import JUDGING_FIELDS
 from nanogpt.data import TokenStream, validation_sequences
 from nanogpt.errors import UserError
 from nanogpt.model import GPT
@@ -273,7 +274,8 @@ def test_evaluate_covers_every_validation_window_in_any_batch_size():
 def test_tiny_cpu_is_the_track_of_its_official_records(root):
     """The official tiny-cpu records were run on a frozen track: its validation size, cadence,
     batch, data and target must be what their logs recorded (fields added later keep the records'
-    behaviour by their defaults; the schedule length is a submission's choice)."""
+    behaviour by their defaults; the schedule length is a submission's choice; the fields that only
+    judge runs, nanogpt.config.JUDGING_FIELDS, may be calibrated)."""
     current = track_config(tracks.get_track("tiny-cpu"))
     table = read_table(root / "records")
     logs = table[table.track == "tiny-cpu"].drop_duplicates("track_sha256").log
@@ -283,7 +285,7 @@ def test_tiny_cpu_is_the_track_of_its_official_records(root):
         for key, value in recorded.items():
             if key == "model":
                 assert {k: current["model"][k] for k in value} == value, log
-            elif key != "steps":
+            elif key != "steps" and key not in JUDGING_FIELDS:
                 assert current[key] == value, (key, log)
     assert current["val_tokens"] == 65536 and current["eval_every"] == 25  # as README "Tracks" shows the board
 

@@ -19,7 +19,7 @@ from nanogpt.errors import UserError
 from nanogpt.identity import closure
 from nanogpt.optim import default_hparams, load_optimizer, tuned_table
 from nanogpt.runlog import code_sha256, combined_sha256, harness_files, manifest, parse_log, read_sources
-from nanogpt.runspec import resolve
+from nanogpt.runspec import resolve, track_sha256
 from nanogpt.tracks import ROOT, debug_variant, get_track
 
 
@@ -77,6 +77,19 @@ def test_the_track_table_enters_by_value_so_another_tracks_edit_splits_nothing(t
     assert harness_hash(root) != before
     # tiny-cpu's own values reach its configuration key through the resolved track
     assert resolve("tiny-cpu", "muon", []).key() != resolve("tiny-cpu", "muon", [], no_compile=True).key()
+
+
+def test_judging_a_track_differently_keeps_its_runs_one_configuration():
+    """Calibrating the steps rule, choosing the other rule or widening the budget changes how runs
+    are judged, not what they compute: the track's identity stays. A field a run computes with
+    (target, cadence, validation size, schedule shape) changes it."""
+    track = get_track("tiny-cpu")
+    judged = track.with_overrides(description="reworded", max_steps=5000, rule="steps", steps_sigma=0.0063,
+                                  steps_threshold=0.0194, steps_loss_per_step=0.00056)
+    assert track_sha256(judged) == track_sha256(track)
+    for change in ({"target": 1.59}, {"eval_every": 50}, {"val_tokens": 32768}, {"steps": 401},
+                   {"schedule": {**track.schedule, "cooldown_frac": 0.5}}):
+        assert track_sha256(track.with_overrides(**change)) != track_sha256(track), change
 
 
 def test_the_muon_familys_shared_code_is_not_in_an_adamw_runs_identity(tmp_path):

@@ -11,10 +11,12 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as sps
 
 from analysis import stats
+from analysis.calibration import calibrate
 from analysis.leaderboard import crossing_cell
 from analysis.submissions import Rule, assess, first_crossing
 from nanogpt.tracks import TRACKS, Track
@@ -37,8 +39,41 @@ def test_constants_and_their_sources():
     assert 0.0013 * sps.norm.isf(0.001) == pytest.approx(0.004, abs=2e-5)
     assert defaults["steps_loss_per_step"].default == pytest.approx(0.0045 / 100)  # track 3: 0.0045 loss per 100 steps
     assert {t.rule for t in TRACKS.values()} == {"time"}  # tiny-cpu and the GPT-2 tracks rank by time
-    rule = Rule.of_track("tiny-cpu", "steps")
+    rule = Rule.of_track("gpt2-small", "steps")  # the GPT-2 tracks judge by track 3's constants
     assert (rule.sigma, rule.threshold, rule.loss_per_step, rule.alpha) == (0.0013, 0.004, 0.0045 / 100, 0.01)
+    tiny = Rule.of_track("tiny-cpu", "steps")  # tiny-cpu by its own, measured (scripts/calibrate_steps_rule.py)
+    assert tiny.sigma > rule.sigma and tiny.loss_per_step > rule.loss_per_step
+    assert tiny.threshold == pytest.approx(tiny.sigma * sps.norm.isf(0.001), abs=1e-4)
+
+
+def test_the_steps_rules_constants_are_measured_on_the_tracks_own_records():
+    """sigma pools the seed-to-seed spread within configurations (weighted by n - 1; other tracks,
+    failed runs and single runs left out); the threshold is z(0.999) sigma, as track 3's; the loss
+    per step is the median over optimizers of the slope of each one's latest step search near its
+    admitted T (probes beyond a factor 1.25 of it left out)."""
+    key = {"track": "tiny-cpu", "track_sha256": "t", "code_sha256": "c", "harness_sha256": "h", "world_size": 1, "status": "ok"}
+    rows = [key | {"optimizer": "a", "hparams": '{"steps": 100}', "final_val_loss": x} for x in (1.0, 1.2)]
+    rows += [key | {"optimizer": "b", "hparams": '{"steps": 200}', "final_val_loss": x} for x in (2.0, 2.1, 2.2)]
+    rows += [key | {"optimizer": "b", "hparams": '{"steps": 300}', "final_val_loss": 9.0},
+             key | {"optimizer": "b", "hparams": '{"steps": 200}', "final_val_loss": 5.0, "status": "diverged"},
+             key | {"optimizer": "a", "hparams": '{"steps": 100}', "final_val_loss": 1.9, "track": "other"}]
+
+    def search(optimizer, probes, admitted, date):
+        return {"kind": "steps", "track": "tiny-cpu", "optimizer": optimizer, "date": date,
+                "winner": admitted and {"overrides": {"steps": str(admitted)}},
+                "trials": [{"overrides": {"steps": str(t)}, "mean_final_val_loss": m} for t, m in probes]}
+
+    searches = [search("a", [(100, 1.60), (110, 1.59), (120, 1.58), (300, 1.0)], 110, "2026-12-03"),
+                search("a", [(100, 1.70), (110, 1.50)], 110, "2026-12-01"),  # an earlier search of a
+                search("b", [(200, 1.60), (220, 1.54)], 220, "2026-12-02"),
+                search("c", [(200, 1.60), (400, 1.0)], 200, "2026-12-02"),  # one probe near T: no slope
+                search("d", [(200, 1.60), (210, 1.0)], None, "2026-12-02")]  # nothing admitted
+    c = calibrate(pd.DataFrame(rows), searches, "tiny-cpu")
+    assert c.df == 3 and c.sigma == pytest.approx(math.sqrt((0.02 + 0.02) / 3))
+    assert {s.optimizer: s.sigma for s in c.spreads} == pytest.approx({"a": math.sqrt(0.02), "b": math.sqrt(0.02 / 2)})
+    assert c.threshold == pytest.approx(sps.norm.isf(0.001) * c.sigma)
+    assert {s.optimizer: s.loss_per_step for s in c.slopes} == pytest.approx({"a": 0.001, "b": 0.003})
+    assert c.loss_per_step == pytest.approx(0.002)
 
 
 def test_time_rule_is_scipys_one_sided_t_test_just_inside_and_outside_p_001():

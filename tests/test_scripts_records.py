@@ -5,6 +5,7 @@ configuration, log writer and row builder (tests/fake_runs.py); one real run che
 
 import json
 import math
+import re
 import shutil
 import statistics
 
@@ -175,6 +176,7 @@ def test_welch_on_whole_run_train_times_against_the_current_record(tmp_path):
     assert verify.main(["--records-dir", str(tmp_path)]) == 0
 
 
+@pytest.mark.usefixtures("track3_rule")
 def test_steps_rule_submission_pairwise_record_and_verify(tmp_path, capsys):
     steps = ["--rule", "steps", "--seeds", "0-2"]
     assert submit.main([*args(tmp_path, "--optimizer", "adamw"), *steps], Counting()) == 0
@@ -472,6 +474,25 @@ def test_find_steps_brackets_by_the_growth_factor(tmp_path, capsys):
     assert find_steps.main([*cmd[:-1], "1"], Counting()) == 2 and "--growth 1" in capsys.readouterr().err
 
 
+def test_a_step_searchs_records_calibrate_the_steps_rule(tmp_path, capsys):
+    """The rule's constants come from what a search leaves in the records: the seeds' spread within
+    each configuration, and the loss its probes near the admitted T save per step."""
+    calibrate = load_script("calibrate_steps_rule")
+    assert calibrate.main(["--records-dir", str(tmp_path)]) == 2
+    assert "has two finished runs" in capsys.readouterr().err
+    assert calibrate.main(["--records-dir", str(tmp_path), "--track", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    cmd = ["--records-dir", str(tmp_path), "--optimizer", "muon", "--seeds", "0-2", "--start", "20", "--tolerance", "0"]
+    assert find_steps.main(cmd, Counting()) == 0
+    capsys.readouterr()
+    assert calibrate.main(["--records-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    constants = {k: float(v) for k, v in re.findall(r"(steps_\w+)=([0-9.]+)", out)}
+    assert 0.002 < constants["steps_sigma"] < 0.008  # the fake runs' seed noise is 0.004
+    assert constants["steps_threshold"] == pytest.approx(3.09 * constants["steps_sigma"], rel=2e-3)
+    assert constants["steps_loss_per_step"] > 0  # a longer schedule ends lower
+
+
 @pytest.mark.parametrize("losses", [[1.590, 1.592, 1.589], [1.595, 1.598, 1.596], [1.57, 1.60, 1.63], [1.5990, 1.5991, 1.5992],
                                     [1.65, 1.66, 1.64, 1.65]])
 def test_the_shortfall_is_below_zero_exactly_when_the_rule_admits(losses):
@@ -502,7 +523,8 @@ def test_find_steps_under_the_steps_rule_and_its_budget_on_the_leaderboard(tmp_p
     assert entry["search"]["rule"] == "steps" and all("margin" in t for t in entry["trials"])
     best = int(entry["winner"]["overrides"]["steps"])
     by_steps = {int(t["overrides"]["steps"]): t for t in entry["trials"]}
-    assert by_steps[best]["margin"] >= 0.004 > by_steps[best - 1]["margin"]  # the shortest T the rule admits
+    threshold = Rule.of_track("tiny-cpu", "steps").threshold
+    assert by_steps[best]["margin"] >= threshold > by_steps[best - 1]["margin"]  # the shortest T the rule admits
     assert f"--steps {best} --seeds 0-4 --rule steps" in capsys.readouterr().out
     assert submit.main(["--records-dir", str(tmp_path), "--optimizer", "muon", "--steps", str(best), "--seeds", "0-2",
                         "--collect-only", "--rule", "steps"]) == 0
