@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from analysis import stats
-from analysis.submissions import Rule, current_record, latest_per_group, standing
+from analysis.submissions import Rule, current_record, current_submissions, standing
 from nanogpt.tracks import TRACKS
 
 VERDICTS = ("confirmed", "not confirmed", "inconclusive", "not measured")
@@ -169,7 +169,7 @@ def compare_losses(claim: Claim, track: str, entries: list[dict]) -> Verdict:
     submission with the lowest mean final loss at that T; Welch's one-sided test at the track rule's alpha.
     A diverged run has no final loss: the cell says how many there were."""
     rule = Rule.of_track(track)
-    latest = [e for e in latest_per_group(entries).values() if e["track"] == track]
+    latest = [e for e in current_submissions(entries).values() if e["track"] == track]
     by_steps = [{}, {}]
     for side, found in zip((claim.a, claim.b), by_steps):
         for e in filter(side.matches, latest):

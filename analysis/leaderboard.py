@@ -3,7 +3,9 @@ never edited by hand.
 
 A leaderboard row is a configuration group (same code, harness, track and hyperparameters). A
 submitted group uses exactly the runs of its latest submission and shows that submission's
-verdict; other groups (shown on request) use every completed run of the configuration.
+verdict, unless a later submission of the same setting (the same schedule re-timed, under a newer
+harness or on another machine) replaced it; other groups (shown on request) use every completed
+run of the configuration.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ import pandas as pd
 
 from analysis import stats
 from analysis.records import read_entries, read_table, submissions_path, sweeps_path
-from analysis.submissions import Rule, assess, current_record, first_crossing, latest_per_group, run_facts, schedule_steps, score
+from analysis.submissions import (
+    Rule,
+    assess,
+    current_record,
+    current_submissions,
+    first_crossing,
+    run_facts,
+    schedule_steps,
+    score,
+    setting,
+)
 from nanogpt.errors import UserError
 from nanogpt.recording import COLUMNS, KEY_COLUMNS, NUMERIC, group_id
 from nanogpt.runlog import parse_log
@@ -58,17 +70,20 @@ def load_records(records_dir: str | Path) -> Records:
                    read_entries(sweeps_path(records_dir), ("sweep", "steps")), Path(records_dir))
 
 
-def tuning_budgets(sweeps: list[dict]) -> dict[str, dict]:
-    """Per winning configuration, the summed budget of the searches that picked it (a resumed
-    search appears several times under one sweep_id: only its latest entry counts)."""
+def tuning_budgets(sweeps: list[dict], table: pd.DataFrame) -> dict[tuple, dict]:
+    """Per setting (analysis.submissions.setting), the summed budget of the searches whose winner
+    has it, so that an entry re-timed under a newer harness keeps the budget that found its
+    hyperparameters (a resumed search appears several times under one sweep_id: only its latest
+    entry counts)."""
+    settings = {r["group"]: setting(r) for r in table.drop_duplicates("group").to_dict("records")} if len(table) else {}
     latest: dict[str, dict] = {}
     for s in sweeps:
         latest[s["sweep_id"]] = s
-    budgets: dict[str, dict] = {}
+    budgets: dict[tuple, dict] = {}
     for s in latest.values():
-        if s.get("winner") is None:
+        if s.get("winner") is None or s["winner"]["group"] not in settings:
             continue
-        b = budgets.setdefault(s["winner"]["group"], {"trials": 0, "runs": 0, "device_s": 0.0})
+        b = budgets.setdefault(settings[s["winner"]["group"]], {"trials": 0, "runs": 0, "device_s": 0.0})
         b["trials"] += s["budget"]["trials"]
         b["runs"] += s["budget"]["runs"]
         b["device_s"] += s["budget"]["device_s"]
@@ -76,19 +91,21 @@ def tuning_budgets(sweeps: list[dict]) -> dict[str, dict]:
 
 
 def group_runs(records: Records, track: str, include_unsubmitted: bool) -> list[tuple[pd.DataFrame, dict | None]]:
-    """(runs, latest submission or None) per group on the track."""
+    """(runs, current submission or None) per group on the track: a group whose setting was
+    submitted again later (re-timed) is left out, as is a group never submitted unless asked for."""
     if records.table.empty:
         return []
     runs = records.table[(records.table["track"] == track) & (records.table["status"] != "interrupted")]
-    latest = latest_per_group(e for e in records.submissions if e["track"] == track)
+    entries = [e for e in records.submissions if e["track"] == track]
     out = []
-    for entry in latest.values():
+    for entry in current_submissions(entries).values():
         rows = runs[runs["run_id"].isin([r["run_id"] for r in entry["runs"]])]
         if len(rows):
             out.append((rows, entry))
     if include_unsubmitted:
+        submitted = {e["group"] for e in entries}
         for gid, rows in runs.groupby("group", sort=False):
-            if gid not in latest:
+            if gid not in submitted:
                 out.append((rows, None))
     return out
 
@@ -111,7 +128,7 @@ def leaderboard(records: Records, track: str, include_unsubmitted: bool = True, 
     the schedule length T, then the mean final loss); then the rest by mean final loss.
     First crossing is a secondary column, AlgoPerf's median over the runs (a miss is infinite)."""
     judge = Rule.of_track(track, rule)
-    budgets = tuning_budgets(records.sweeps)
+    budgets = tuning_budgets(records.sweeps, records.table)
     rows = []
     for runs, entry in group_runs(records, track, include_unsubmitted):
         first = runs.iloc[0]
@@ -122,7 +139,7 @@ def leaderboard(records: Records, track: str, include_unsubmitted: bool = True, 
         ok = runs[runs["status"] == "ok"]
         train_lo, train_hi = a["train"].ci_t
         loss_lo, loss_hi = a["loss"].ci_t
-        budget = budgets.get(first["group"], {})
+        budget = budgets.get(setting(first), {})
         rows.append({
             "group": first["group"], "optimizer": first["optimizer"], "hardware": first["hardware"], "hparams": first["hparams"],
             "device": first["device"] if runs["device"].nunique() == 1 else "mixed devices",
@@ -259,9 +276,9 @@ def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, no
         "over all the entry's runs, a run that missed counting as infinite (∞ when half or more missed). vs AdamW / vs Muon: "
         "the baseline's number divided by this entry's, the baseline being the best-ranked entry of that optimizer that "
         "meets the rule on the same hardware class" + (" and device" if time_rule else "") + ". Tuning: the searches "
-        "(scripts/sweep.py, scripts/find_steps.py) whose winner is this configuration: trials · runs · device-seconds of "
-        "training. Runs timed on a busy machine (contended: see the README's timing rules) count only when the submission "
-        "accepted them, which the cell then says."
+        "(scripts/sweep.py, scripts/find_steps.py) whose winner has these hyperparameters (a re-timed entry keeps them): "
+        "trials · runs · device-seconds of training. Runs timed on a busy machine (contended: see the README's timing "
+        "rules) count only when the submission accepted them, which the cell then says."
         + (f" Normalised train time: each run's time × the reference machine's figure / the run's own (calib_ms), the "
            f"reference being {REFERENCE_MACHINES[track]['machine']}; a reading aid across machines, not the record."
            if normalised else "")

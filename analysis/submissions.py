@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import scipy
@@ -95,13 +95,27 @@ def check_group(rows: list[dict]) -> None:
         raise UserError(f"run {interrupted[0]} was interrupted: it is not a result; rerun that seed")
 
 
-def latest_per_group(entries: Iterable[dict]) -> dict[str, dict]:
-    """The newest submission of each configuration (a resubmission with more seeds replaces the older one)."""
-    latest: dict[str, dict] = {}
+def setting(values: Mapping) -> tuple:
+    """What a re-timing repeats: the track, hardware class, optimizer, resolved hyperparameters and
+    world size of a table row (or of a submission: `entry_setting`). Runs of one setting under
+    another harness or track identity are another configuration, but the same schedule re-run."""
+    return (values["track"], values["hardware"], values["optimizer"], values["hparams"], int(values["world_size"]))
+
+
+def entry_setting(entry: dict) -> tuple:
+    return setting({**entry["key"], "hardware": entry["hardware"]})
+
+
+def current_submissions(entries: Iterable[dict]) -> dict[str, dict]:
+    """By group, the newest submission of each setting: a resubmission with more seeds, or the same
+    schedule re-timed (under a newer harness, or with the whole board on one machine), replaces
+    the older entry on the board and in the record."""
+    newest: dict[tuple, dict] = {}
     for e in entries:
-        if e["group"] not in latest or e["date"] >= latest[e["group"]]["date"]:
-            latest[e["group"]] = e
-    return latest
+        k = entry_setting(e)
+        if k not in newest or e["date"] >= newest[k]["date"]:
+            newest[k] = e
+    return {e["group"]: e for e in newest.values()}
 
 
 RULES = ("time", "steps")
@@ -201,13 +215,13 @@ def standing(entry: dict, rule: Rule) -> dict:
     return {**a, "steps": steps, "score": score(a, rule, steps)}
 
 
-def current_record(entries: Iterable[dict], track: str, hardware: str, rule: Rule, exclude_group: str | None = None) -> dict | None:
-    """The record under `rule` on a track and hardware class: among the latest submission of every
-    other configuration, those that are evidence under `rule`, the best by its score (time: lowest
-    mean train time; steps: lowest T, then lowest mean final loss)."""
+def current_record(entries: Iterable[dict], track: str, hardware: str, rule: Rule, exclude: tuple | None = None) -> dict | None:
+    """The record under `rule` on a track and hardware class: among the current submission of every
+    other setting (`exclude`: the one being judged), those that are evidence under `rule`, the best
+    by its score (time: lowest mean train time; steps: lowest T, then lowest mean final loss)."""
     best, key = None, None
-    for e in latest_per_group(entries).values():
-        if e["track"] != track or e["hardware"] != hardware or e["group"] == exclude_group:
+    for e in current_submissions(entries).values():
+        if e["track"] != track or e["hardware"] != hardware or entry_setting(e) == exclude:
             continue
         s = standing(e, rule)
         k = (s["score"], s["loss"].mean)
@@ -284,11 +298,11 @@ def _legacy_record_candidate(entry: dict) -> bool:
     return bool(entry["evidence"]) and entry["n_reached"] == entry["n"] and (entry.get("time_to_target_s") or {}).get("mean") is not None
 
 
-def legacy_current_record(entries: Iterable[dict], track: str, hardware: str, exclude_group: str | None = None) -> dict | None:
-    """The record as the legacy rule saw it: the fastest mean time to target among latest submissions
+def legacy_current_record(entries: Iterable[dict], track: str, hardware: str, exclude: tuple | None = None) -> dict | None:
+    """The record as the legacy rule saw it: the fastest mean time to target among current submissions
     with evidence whose every run reached the target (for verifying entries without a `rule`)."""
-    candidates = [e for e in latest_per_group(entries).values()
-                  if e["track"] == track and e["hardware"] == hardware and e["group"] != exclude_group
+    candidates = [e for e in current_submissions(entries).values()
+                  if e["track"] == track and e["hardware"] == hardware and entry_setting(e) != exclude
                   and "rule" not in e and _legacy_record_candidate(e)]
     return min(candidates, key=lambda e: e["time_to_target_s"]["mean"], default=None)
 

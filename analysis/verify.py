@@ -26,6 +26,7 @@ from analysis.submissions import (
     current_record,
     decide,
     decide_legacy,
+    entry_setting,
     key_values,
     legacy_current_record,
     run_facts,
@@ -154,8 +155,8 @@ def verify_submission(entry: dict, earlier: list[dict], rows: dict[str, dict], b
         rule = None if legacy else Rule.of_entry(entry)
     except (KeyError, TypeError, UserError) as e:
         return [*problems, f"rule {entry.get('rule')!r} with parameters {entry.get('rule_params')!r} is not valid ({e})"]
-    expected = (legacy_current_record(earlier, entry["track"], entry["hardware"], exclude_group=entry["group"]) if legacy
-                else current_record(earlier, entry["track"], entry["hardware"], rule, exclude_group=entry["group"]))
+    expected = (legacy_current_record(earlier, entry["track"], entry["hardware"], exclude=entry_setting(entry)) if legacy
+                else current_record(earlier, entry["track"], entry["hardware"], rule, exclude=entry_setting(entry)))
     against = entry["record_test"]["against"]
     if (expected and expected["submission_id"]) != against:
         problems.append(f"compared with record {against!r}, but the record when it was made was "

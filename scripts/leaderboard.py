@@ -36,7 +36,7 @@ from analysis.leaderboard import (
     run_times,
     to_markdown,
 )
-from analysis.submissions import RULES
+from analysis.submissions import RULES, current_submissions
 from nanogpt.errors import UserError, entry_point
 from nanogpt.tracks import ROOT, TRACKS
 
@@ -58,9 +58,13 @@ def render_track(records: Records, track: str, include_unsubmitted: bool, out: P
     drew (or why it was left out)."""
     table = leaderboard(records, track, include_unsubmitted, rule)
     target = float(table["target"].iloc[0]) if len(table) else TRACKS[track].target if track in TRACKS else None
-    hidden = 0 if include_unsubmitted or records.table.empty else (
-        records.table[records.table["track"] == track]["group"].nunique() - len(table))
+    groups = set() if records.table.empty else set(records.table[records.table["track"] == track]["group"])
+    submitted = {e["group"] for e in records.submissions if e["track"] == track}
+    hidden = 0 if include_unsubmitted else len(groups - submitted)
+    replaced = len(submitted - set(current_submissions(e for e in records.submissions if e["track"] == track)))
     note = f" {hidden} configurations with runs were never submitted (--all shows them)." if hidden > 0 else ""
+    note += (f" {replaced} earlier submissions were replaced by a later one of the same setting (the same schedule "
+             "re-timed; records/submissions.jsonl keeps them)." if replaced else "")
     markdown = to_markdown(table, track, target, note, rule)
     matched = speedup.speedups(records, track, table, rule) if len(table) else None
     if matched is not None:

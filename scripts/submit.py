@@ -23,9 +23,8 @@ import sys
 
 from analysis.launch import Launcher, Runner, add_run_arguments, ensure_runs, launch_spec, make_launcher, parse_seeds
 from analysis.records import append_entry, read_entries, read_table, submissions_path
-from analysis.submissions import RULES, Rule, check_group, current_record, describe, make_entry
+from analysis.submissions import RULES, Rule, check_group, current_record, describe, make_entry, setting
 from nanogpt.errors import UserError, entry_point
-from nanogpt.recording import group_id
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None, runner: Runner | Launcher | None = None)
     check_group(rows)
     path = submissions_path(args.records_dir)
     rule = Rule.of_track(rows[0]["track"], args.rule)
-    record = current_record(read_entries(path, ("submission",)), rows[0]["track"], rows[0]["hardware"], rule, group_id(rows[0]))
+    record = current_record(read_entries(path, ("submission",)), rows[0]["track"], rows[0]["hardware"], rule, setting(rows[0]))
     entry = make_entry(rows, record, rule, accept_contended=args.accept_contended)
     if not args.dry_run:
         append_entry(path, entry)

@@ -26,10 +26,11 @@ from analysis.leaderboard import (
     track_markdown,
 )
 from analysis.records import read_table
+from nanogpt import runspec
 from nanogpt.errors import UserError
 from nanogpt.runlog import parse_log
 
-submit, sweep, board_cli = load_script("submit"), load_script("sweep"), load_script("leaderboard")
+submit, sweep, board_cli, verify = (load_script(n) for n in ("submit", "sweep", "leaderboard", "verify"))
 
 
 @pytest.fixture
@@ -62,6 +63,31 @@ def test_submitted_leaderboard_order_speedups_evidence_and_budget(board):
     assert muon.train_hi - muon.train_mean == pytest.approx(4.3027 * times.std() / math.sqrt(3), rel=1e-3)  # t(0.975, 2)
     first = df[df["run_id"].isin(muon.run_ids)]["time_to_target_s"]
     assert muon.crossing_time == pytest.approx(first.median())  # secondary: AlgoPerf's median of the first crossing
+
+
+def test_a_re_timed_setting_replaces_its_earlier_entry_and_keeps_its_budget(board, monkeypatch, capsys):
+    """The same schedule re-run under a new identity (here the track's hash, as a newer harness
+    would change the harness's) is a new configuration; its submission replaces the earlier one on
+    the board and as the record, is judged against the other settings' record only, and keeps the
+    tuning budget of the search that found its hyperparameters."""
+    before = leaderboard(load_records(board), "tiny-cpu", include_unsubmitted=False)
+    old_muon = before[before.optimizer == "muon"].iloc[0]
+    monkeypatch.setattr(runspec, "track_sha256", lambda track: "0" * 64)
+    assert submit.main(["--records-dir", str(board), "--steps", "40", "--optimizer", "muon", "--seeds", "0-2"], fake_run) == 0
+    entries = load_records(board).submissions
+    adamw, retimed = entries[0], entries[-1]
+    assert retimed["group"] != old_muon.group and retimed["key"]["hparams"] == old_muon.hparams
+    assert retimed["record_test"]["against"] == adamw["submission_id"]  # not its own earlier entry
+    for include in (False, True):
+        table = leaderboard(load_records(board), "tiny-cpu", include_unsubmitted=include)
+        assert old_muon.group not in set(table.group) and retimed["group"] in set(table.group)
+    table = leaderboard(load_records(board), "tiny-cpu", include_unsubmitted=False)
+    muon = table[table.optimizer == "muon"].iloc[0]
+    assert muon.record and muon.submission_id == retimed["submission_id"]
+    assert (muon.tuning_trials, muon.tuning_runs) == (old_muon.tuning_trials, old_muon.tuning_runs) == (2, 4)
+    assert board_cli.main(["--records-dir", str(board)]) == 0
+    assert "1 earlier submissions were replaced by a later one of the same setting" in capsys.readouterr().out
+    assert verify.main(["--records-dir", str(board)]) == 0
 
 
 def test_all_groups_are_ranked_by_evidence_then_the_rules_score_then_loss(board):
