@@ -90,9 +90,11 @@ def tuning_budgets(sweeps: list[dict], table: pd.DataFrame) -> dict[tuple, dict]
     return budgets
 
 
-def group_runs(records: Records, track: str, include_unsubmitted: bool) -> list[tuple[pd.DataFrame, dict | None]]:
+def group_runs(records: Records, track: str, include_unsubmitted: bool,
+               include_replaced: bool = False) -> list[tuple[pd.DataFrame, dict | None]]:
     """(runs, current submission or None) per group on the track: a group whose setting was
-    submitted again later (re-timed) is left out, as is a group never submitted unless asked for."""
+    submitted again later (re-timed) is left out, as is a group never submitted, unless asked for
+    (then with every completed run and no submission: their runs still measure their configuration)."""
     if records.table.empty:
         return []
     runs = records.table[(records.table["track"] == track) & (records.table["status"] != "interrupted")]
@@ -102,10 +104,10 @@ def group_runs(records: Records, track: str, include_unsubmitted: bool) -> list[
         rows = runs[runs["run_id"].isin([r["run_id"] for r in entry["runs"]])]
         if len(rows):
             out.append((rows, entry))
+    shown = {entry["group"] for _, entry in out} if include_replaced else {e["group"] for e in entries}
     if include_unsubmitted:
-        submitted = {e["group"] for e in entries}
         for gid, rows in runs.groupby("group", sort=False):
-            if gid not in submitted:
+            if gid not in shown:
                 out.append((rows, None))
     return out
 
@@ -121,7 +123,8 @@ def varying_hparams(table: pd.DataFrame) -> list[str]:
     return labels
 
 
-def leaderboard(records: Records, track: str, include_unsubmitted: bool = True, rule: str | None = None) -> pd.DataFrame:
+def leaderboard(records: Records, track: str, include_unsubmitted: bool = True, rule: str | None = None,
+                include_replaced: bool = False) -> pd.DataFrame:
     """One row per group on `track`, ranked by one rule (the track's, or `rule`: the other view of
     the same runs): first the submitted groups that are evidence under it, then unsubmitted groups
     whose runs would be, each by the rule's score (time: mean train time of the whole runs; steps:
@@ -130,7 +133,7 @@ def leaderboard(records: Records, track: str, include_unsubmitted: bool = True, 
     judge = Rule.of_track(track, rule)
     budgets = tuning_budgets(records.sweeps, records.table)
     rows = []
-    for runs, entry in group_runs(records, track, include_unsubmitted):
+    for runs, entry in group_runs(records, track, include_unsubmitted, include_replaced):
         first = runs.iloc[0]
         facts = [run_facts(r) for r in runs.to_dict("records")]
         steps = schedule_steps(first["hparams"])

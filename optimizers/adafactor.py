@@ -12,8 +12,10 @@ where our model's zero-initialized head meets the relative step: a step is sized
 times the rate, so a zero head moves by eps2 times the rate. eps2 is 1e-2 (the paper's 1e-3 barely
 moves it) and head_lr 0.1; with these the tiny-cpu loss falls within 8 steps, with the paper's it
 does not.
-Search space (part 4): lr in {0.003, 0.01, 0.03} (embed and scalar with it); head_lr in {0.03, 0.1,
-0.3}; eps2 in {1e-3, 1e-2}; d in {1.0, 2.0}.
+Search space: the shipped optimizers' budget. lr in {0.01, 0.02} (PyTorch's default and twice it; a
+relative step) on seed 0 at the track's schedule (scripts/sweep.py, every other value fixed), then
+the shortest schedule the track's rule admits (scripts/find_steps.py, seeds 0-2); the trials are in
+records/sweeps.jsonl, the result in optimizers/tuned.toml.
 """
 
 import torch

@@ -9,7 +9,10 @@ and beta3 schedulers; heavyball's AdEMAMix is built from its chainable pieces an
 Roles: every role, one learning rate per role (as the AdamW baseline it replaces).
 Defaults: the AdamW baseline's rates (adamw.py) and betas (0.9, 0.95); alpha 5 (the paper's); beta3
 0.999 rather than the paper's 0.9999, which averages over ~10k steps, far beyond these runs.
-Search space (part 4): lr in {0.003, 0.006}; alpha in {2, 5, 8}; beta3 in {0.999, 0.9999}.
+Search space: the shipped optimizers' budget. lr in {0.003, 0.006} (AdamW's grid halved: alpha 5
+adds the slow EMA to the step) on seed 0 at the track's schedule (scripts/sweep.py, every other
+value fixed), then the shortest schedule the track's rule admits (scripts/find_steps.py, seeds 0-2);
+the trials are in records/sweeps.jsonl, the result in optimizers/tuned.toml.
 """
 
 from optimizers._library import ADAMW_ROLE_RATES, load, per_role_groups

@@ -9,8 +9,10 @@ Library: pytorch-optimizer 4.1.0 (`Lion`; heavyball 3.2.1 has no Lion). Roles: e
 learning rate per role (as the AdamW baseline it replaces).
 Defaults: the paper's language-model betas (0.95, 0.98) and its rule of thumb of a learning rate
 3-10x smaller than AdamW's: the AdamW baseline's rates (adamw.py) divided by 10 (by 3 for scalars).
-Search space (part 4): lr in {1e-4, 3e-4, 1e-3} (the other roles scaled with it); beta1 in
-{0.9, 0.95}; weight_decay in {0, 0.1}.
+Search space: the shipped optimizers' budget. lr in {0.0006, 0.0012} (AdamW's grid divided by 10,
+the paper's rule of thumb) on seed 0 at the track's schedule (scripts/sweep.py, every other value
+fixed), then the shortest schedule the track's rule admits (scripts/find_steps.py, seeds 0-2); the
+trials are in records/sweeps.jsonl, the result in optimizers/tuned.toml.
 """
 
 from optimizers._library import load, per_role_groups

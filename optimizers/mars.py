@@ -10,7 +10,10 @@ Roles: every role, one learning rate per role (as the AdamW baseline it replaces
 use their role's rate: lr_1d is set equal to lr).
 Defaults: the paper's GPT-2 values (betas (0.95, 0.99), gamma 0.025) with the AdamW baseline's rates
 (adamw.py) and no weight decay.
-Search space (part 4): lr in {0.003, 0.006}; gamma in {0.0125, 0.025, 0.05}; beta1 in {0.9, 0.95}.
+Search space: the shipped optimizers' budget. lr in {0.003, 0.006} (the paper's GPT-2 rates are
+below AdamW's) on seed 0 at the track's schedule (scripts/sweep.py, every other value fixed), then
+the shortest schedule the track's rule admits (scripts/find_steps.py, seeds 0-2); the trials are in
+records/sweeps.jsonl, the result in optimizers/tuned.toml.
 """
 
 from optimizers._library import ADAMW_ROLE_RATES, load, per_role_groups

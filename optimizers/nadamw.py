@@ -6,8 +6,10 @@ rather than pytorch-optimizer's re-implementation. NAdam's momentum_decay (psi =
 the Nesterov momentum as in the paper.
 Roles: every role, one learning rate per role (as the AdamW baseline it replaces).
 Defaults: the AdamW baseline's (adamw.py): its rates, betas (0.9, 0.95), eps 1e-10, no weight decay.
-Search space (part 4): lr in {0.003, 0.006, 0.012} (the other roles scaled with it); beta2 in
-{0.95, 0.99}; weight_decay in {0, 0.1}.
+Search space: the shipped optimizers' budget. lr in {0.006, 0.012} (AdamW's grid) on seed 0 at the
+track's schedule (scripts/sweep.py, every other value fixed), then the shortest schedule the track's
+rule admits (scripts/find_steps.py, seeds 0-2); the trials are in records/sweeps.jsonl, the result
+in optimizers/tuned.toml.
 """
 
 import torch

@@ -14,7 +14,10 @@ Roles: hidden matrices (ROLES); the others take the Muon family's auxiliary Adam
 Defaults: kron_torch's (lr 1e-3, momentum beta 0.9, precond_lr 0.1, precond_init_scale 1.0) with no
 weight decay. The initial scale is set rather than estimated from the first gradient: our model's
 head starts at zero, so the first hidden-matrix gradients are exactly zero and the estimate fails.
-Search space (part 4): lr in {3e-4, 1e-3, 3e-3}; beta1 in {0.9, 0.95}; weight_decay in {0, 0.01}.
+Search space: the shipped optimizers' budget. lr in {0.001, 0.002} (kron_torch's default and twice
+it) on seed 0 at the track's schedule (scripts/sweep.py, every other value fixed), then the shortest
+schedule the track's rule admits (scripts/find_steps.py, seeds 0-2); the trials are in
+records/sweeps.jsonl, the result in optimizers/tuned.toml.
 """
 
 from optimizers._library import eager_on_cpu, load

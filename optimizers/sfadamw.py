@@ -13,8 +13,10 @@ out in a few lines.
 Roles: every role, one learning rate per role (as the AdamW baseline it replaces).
 Defaults: the AdamW baseline's rates (adamw.py), betas (0.9, 0.95), eps 1e-8, no weight decay; no
 cooldown (cooldown_frac 0: the point of the method) and a 5 % linear warmup (the paper's).
-Search space (part 4): lr in {0.003, 0.006, 0.012} (the other roles scaled with it); beta1 in
-{0.9, 0.95}; warmup_frac in {0.05, 0.1}; weight_decay in {0, 0.01}.
+Search space: the shipped optimizers' budget. lr in {0.006, 0.012} (AdamW's grid) on seed 0 at the
+track's schedule (scripts/sweep.py, every other value fixed), then the shortest schedule the track's
+rule admits (scripts/find_steps.py, seeds 0-2); the trials are in records/sweeps.jsonl, the result
+in optimizers/tuned.toml.
 """
 
 from optimizers._library import ADAMW_ROLE_RATES, load, per_role_groups

@@ -14,8 +14,10 @@ AdamW (embed_lr, head_lr, scalar_lr, adam_*), as in the track-3 entries.
 Defaults: the paper's language-model values (betas (0.95, 0.95), shampoo_beta 0.95, eps 1e-8,
 preconditioning every 10 steps) with lr 3e-3 (the paper's best for 124M at batch 256) and no
 weight decay (like the AdamW baseline).
-Search space (part 4): lr in {1e-3, 3e-3, 1e-2}; beta2 in {0.95, 0.99}; precondition_frequency
-in {5, 10}; weight_decay in {0, 0.01}.
+Search space: the shipped optimizers' budget. lr in {0.003, 0.006} (the paper's 124M rate and twice
+it) on seed 0 at the track's schedule (scripts/sweep.py, every other value fixed), then the shortest
+schedule the track's rule admits (scripts/find_steps.py, seeds 0-2); the trials are in
+records/sweeps.jsonl, the result in optimizers/tuned.toml.
 """
 
 from optimizers._library import eager_on_cpu, load

@@ -7,13 +7,14 @@ import math
 import numpy as np
 import pytest
 from conftest import load_script
-from fake_runs import record
+from fake_runs import fake_run, record
 
 from analysis import plots, speedup
 from analysis.leaderboard import README_END, README_START, leaderboard, load_records
+from nanogpt import runspec
 from nanogpt.tracks import TRACKS
 
-board_cli = load_script("leaderboard")
+board_cli, submit = load_script("leaderboard"), load_script("submit")
 TOKENS_PER_STEP = TRACKS["tiny-cpu"].tokens_per_step
 
 
@@ -131,6 +132,24 @@ def test_figure_draws_one_point_per_optimizer_in_its_colour_with_its_band(tmp_pa
 def test_non_increasing_pools_adamw_budgets_that_got_worse_with_more_tokens():
     assert list(speedup.non_increasing([1.8, 1.9, 1.5], [1, 1, 1])) == pytest.approx([1.85, 1.85, 1.5])
     assert list(speedup.non_increasing([1.8, 1.9, 1.5], [3, 1, 1])) == pytest.approx([1.825, 1.825, 1.5])
+
+
+def test_an_adamw_budget_re_timed_under_a_newer_harness_keeps_its_place_on_the_curve(tmp_path, monkeypatch):
+    """AdamW at three budgets under one harness, the middle one submitted, then re-timed under a
+    newer harness: the re-timing replaces that entry on the board, but the earlier runs still
+    measure their configuration at that budget, so AdamW's curve keeps all three."""
+    record(tmp_path, "adamw", [0, 1, 2], steps=40)
+    record(tmp_path, "adamw", [0, 1, 2], steps=80)
+    common = ["--records-dir", str(tmp_path), "--optimizer", "adamw", "--steps", "60", "--seeds", "0-2"]
+    assert submit.main(common, fake_run) == 0
+    old_group = load_records(tmp_path).submissions[-1]["group"]
+    monkeypatch.setattr(runspec.RunSpec, "harness_sha256", property(lambda self: "1" * 64))
+    assert submit.main(common, fake_run) == 0
+    records = load_records(tmp_path)
+    table = leaderboard(records, "tiny-cpu")
+    assert old_group not in set(table.group) and records.submissions[-1]["group"] in set(table.group)
+    curve = speedup.speedups(records, "tiny-cpu", table)["curves"]["cpu-2core"]
+    assert list(curve.tokens) == [t * TOKENS_PER_STEP for t in (40, 60, 80)]
 
 
 def test_one_adamw_budget_skips_the_table_and_the_figure_with_the_reason(tmp_path):
