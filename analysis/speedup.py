@@ -243,7 +243,7 @@ def to_markdown(result: dict, track: str) -> str:
     for hardware, c in result["curves"].items():
         budgets = ", ".join(f"{d / 1e6:.2f}M ({len(x)} runs, {x.mean():.4f})" for d, x in zip(c.tokens, c.losses))
         fit = (f"; fit L(D) = {c.params[0]:.4f} + {c.params[1]:.4f}·(D/{c.tokens[-1] / 1e6:.2f}M)^-{c.params[2]:.3f}"
-               if c.params is not None else "")
+               if c.params is not None else " (the power-law fit did not converge)" if len(c.tokens) >= FIT_BUDGETS else "")
         notes.append(f"{hardware}: {BASELINE} {c.config} at {budgets}; {c.method}{fit}")
     parts += ["", "The FPO way (arXiv 2509.02046): the token budget AdamW needs to end at the optimizer's final loss (mean over "
               "seeds), divided by the optimizer's; each optimizer's best entry on the leaderboard. AdamW's curve: "

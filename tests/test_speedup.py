@@ -152,6 +152,18 @@ def test_an_adamw_budget_re_timed_under_a_newer_harness_keeps_its_place_on_the_c
     assert list(curve.tokens) == [t * TOKENS_PER_STEP for t in (40, 60, 80)]
 
 
+def test_a_power_law_that_does_not_fit_falls_back_to_interpolation_and_says_so(tmp_path):
+    """AdamW's losses falling faster at larger budgets (as on tiny-cpu): no decreasing convex power
+    law fits them, so the curve interpolates and the caption says why."""
+    means = {90: 1.5651, 96: 1.5578, 101: 1.5455, 104: 1.5402, 120: 1.5145}
+    runs = {("adamw", t): spread(m, 0.01) for t, m in means.items()}
+    runs[("muon", 40)] = spread(1.55)
+    records, table = make(tmp_path, runs)
+    result = speedup.speedups(records, "tiny-cpu", table)
+    assert result["curves"]["cpu-2core"].method == "interpolation in log tokens"
+    assert "interpolation in log tokens (the power-law fit did not converge)" in speedup.to_markdown(result, "tiny-cpu")
+
+
 def test_one_adamw_budget_skips_the_table_and_the_figure_with_the_reason(tmp_path):
     record(tmp_path, "adamw", [0, 1], steps=60)
     record(tmp_path, "muon", [0, 1], steps=40)
