@@ -70,9 +70,20 @@ def load_records(records_dir: str | Path) -> Records:
                    read_entries(sweeps_path(records_dir), ("sweep", "steps")), Path(records_dir))
 
 
+def found_group(search: dict) -> str | None:
+    """The configuration a search leads to: its winner; for a step search in which no schedule up
+    to the budget met the target, its longest probe, the budget's whole schedule (the entry an
+    optimizer that misses gets on the board, as SGD's)."""
+    if search.get("winner") is not None:
+        return search["winner"]["group"]
+    if search["kind"] == "steps" and search["trials"]:
+        return max(search["trials"], key=lambda t: int(t["overrides"]["steps"]))["group"]
+    return None
+
+
 def tuning_budgets(sweeps: list[dict], table: pd.DataFrame) -> dict[tuple, dict]:
-    """Per setting (analysis.submissions.setting), the summed budget of the searches whose winner
-    has it, so that an entry re-timed under a newer harness keeps the budget that found its
+    """Per setting (analysis.submissions.setting), the summed budget of the searches that led to it
+    (found_group), so that an entry re-timed under a newer harness keeps the budget that found its
     hyperparameters (a resumed search appears several times under one sweep_id: only its latest
     entry counts)."""
     settings = {r["group"]: setting(r) for r in table.drop_duplicates("group").to_dict("records")} if len(table) else {}
@@ -81,9 +92,10 @@ def tuning_budgets(sweeps: list[dict], table: pd.DataFrame) -> dict[tuple, dict]
         latest[s["sweep_id"]] = s
     budgets: dict[tuple, dict] = {}
     for s in latest.values():
-        if s.get("winner") is None or s["winner"]["group"] not in settings:
+        group = found_group(s)
+        if group not in settings:
             continue
-        b = budgets.setdefault(settings[s["winner"]["group"]], {"trials": 0, "runs": 0, "device_s": 0.0})
+        b = budgets.setdefault(settings[group], {"trials": 0, "runs": 0, "device_s": 0.0})
         b["trials"] += s["budget"]["trials"]
         b["runs"] += s["budget"]["runs"]
         b["device_s"] += s["budget"]["device_s"]
@@ -279,7 +291,8 @@ def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, no
         "over all the entry's runs, a run that missed counting as infinite (∞ when half or more missed). vs AdamW / vs Muon: "
         "the baseline's number divided by this entry's, the baseline being the best-ranked entry of that optimizer that "
         "meets the rule on the same hardware class" + (" and device" if time_rule else "") + ". Tuning: the searches "
-        "(scripts/sweep.py, scripts/find_steps.py) whose winner has these hyperparameters (a re-timed entry keeps them): "
+        "(scripts/sweep.py, scripts/find_steps.py) whose winner has these hyperparameters, or, for a step search that no "
+        "schedule up to the budget passed, whose longest probe has them (a re-timed entry keeps them): "
         "trials · runs · device-seconds of training. Runs timed on a busy machine (contended: see the README's timing "
         "rules) count only when the submission accepted them, which the cell then says."
         + (f" Normalised train time: each run's time × the reference machine's figure / the run's own (calib_ms), the "

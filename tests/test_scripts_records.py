@@ -627,3 +627,14 @@ def test_verify_reports_a_complete_log_missing_from_the_table(recorded, capsys):
     shutil.copy(recorded / rec["log"], recorded / "logs" / "copied-run.txt")
     assert verify.main(["--records-dir", str(recorded)]) == 1
     assert "FAIL logs/copied-run.txt" in capsys.readouterr().out
+
+
+def test_a_step_search_that_misses_at_the_budget_counts_for_the_budgets_schedule(tmp_path, capsys):
+    cmd = ["--records-dir", str(tmp_path), "--optimizer", "muon", "--seeds", "0-2", "--start", "4", "--max-steps", "4"]
+    assert find_steps.main(cmd, Counting()) == 1  # 4 steps cannot reach the target
+    (entry,) = read_entries(sweeps_path(tmp_path), ("steps",))
+    assert entry["winner"] is None and "no step count up to 4 meets the target" in capsys.readouterr().out
+    assert submit.main(["--records-dir", str(tmp_path), "--optimizer", "muon", "--steps", "4", "--seeds", "0-2",
+                        "--collect-only"]) == 1  # recorded as a miss
+    (row,) = leaderboard(load_records(tmp_path), "tiny-cpu", include_unsubmitted=False).itertuples()
+    assert not row.evidence and (row.tuning_trials, row.tuning_runs) == (1, 3)
