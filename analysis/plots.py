@@ -7,7 +7,8 @@ figure that would carry no information (nothing to compare, one track, only tail
 target) is not drawn: the function returns {"path", "skipped": why} and removes a stale PNG of
 that name, and the leaderboard says why in its place.
 One colour per optimizer in every figure: `optimizer_color`, fixed by the sorted list of the
-shipped optimizers (optimizers/*.py), so adamw has the same colour in every plot.
+shipped optimizers (optimizers/*.py), so adamw has the same colour in every plot; in line plots
+`optimizer_style` adds a line style, since twenty colours cannot all be told apart in a legend.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ import pandas as pd  # noqa: E402
 
 from analysis import stats  # noqa: E402
 
-# the ten of matplotlib's default cycle (tab10), then the darkest shades of tab20b and tab20c: twenty, as many
+# the ten of matplotlib's default cycle (tab10), drawn as solid lines, then ten drawn dashed: Dark2's eight and
+# Set1's red and blue (each set's colours far apart; a dashed colour may come near a solid one): twenty, as many
 # shipped optimizers as the library baselines (issue 10) bring
-COLORS = [*plt.rcParams["axes.prop_cycle"].by_key()["color"], *(plt.get_cmap(m)(i) for m in ("tab20b", "tab20c") for i in range(0, 20, 4))]
+COLORS = [*plt.rcParams["axes.prop_cycle"].by_key()["color"], *(plt.get_cmap("Dark2")(i) for i in range(8)),
+          *(plt.get_cmap("Set1")(i) for i in (0, 1))]
 EXTRA = [plt.get_cmap("tab20")(i) for i in range(1, 20, 2)]  # the light tab20 shades, for optimizers not shipped
 SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "optimizers").glob("*.py") if not p.stem.startswith("_"))
 
@@ -40,6 +43,14 @@ def optimizer_color(name: str) -> str:
     if name in SHIPPED and SHIPPED.index(name) < len(COLORS):
         return matplotlib.colors.to_hex(COLORS[SHIPPED.index(name)])
     return matplotlib.colors.to_hex(EXTRA[zlib.crc32(name.encode()) % len(EXTRA)])
+
+
+def optimizer_style(name: str) -> dict:
+    """Colour, line style and marker of an optimizer's line: the colours past the default cycle's
+    ten may come close to its hues, so those lines, and any optimizer not shipped, are dashed with
+    square markers."""
+    first_ten = name in SHIPPED and SHIPPED.index(name) < 10
+    return {"color": optimizer_color(name), "ls": "-" if first_ten else "--", "marker": "o" if first_ten else "s"}
 
 
 def _save(fig, path: Path, dpi: int = 120) -> Path:
@@ -126,13 +137,14 @@ def loss_curves(curves: dict[str, dict], track: str, target: float, path: Path, 
     if not any(np.any(c["mean"] <= target) for c in curves.values()):
         lowest = min(float(np.min(c["mean"])) for c in curves.values())
         return skipped(path, f"no mean curve reaches the target {target} (lowest {lowest:.4f}): only tails far above it")
-    fig, ax = plt.subplots(figsize=(8, 5))
+    outside = len(curves) > 6  # a long legend beside the axes, not over the curves
+    fig, ax = plt.subplots(figsize=(10.5 if outside else 8, 5))
     lines = []
     low = min(min(float(np.min(c["lo"])), target) for c in curves.values())
     finals = max(float(c["hi"][-1]) for c in curves.values())
     high = max(target + 2.5 * max(target - low, 0.02 * target), finals + 0.1 * (finals - low))  # every curve's end in view
     for name, c in curves.items():
-        (line,) = ax.plot(c[x], c["mean"], label=f"{name} (n={c['n']})", color=optimizer_color(name), lw=1.8, marker="o", ms=3)
+        (line,) = ax.plot(c[x], c["mean"], label=f"{name} (n={c['n']})", **optimizer_style(name), lw=1.8, ms=3)
         ax.fill_between(c[x], c["lo"], c["hi"], color=line.get_color(), alpha=0.2, lw=0)
         lines.append(line)
     ax.axhline(target, color="black", ls="--", lw=1, label=f"target {target}")
@@ -141,14 +153,15 @@ def loss_curves(curves: dict[str, dict], track: str, target: float, path: Path, 
     inside = [c[x][np.argmax(c["mean"] <= high)] for c in curves.values() if np.any(c["mean"] <= high)]
     if inside:
         ax.set_xlim(left=0.9 * min(inside))
-    ax.legend()
+    ax.legend(**({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": "small"} if outside else {}))
     ax.set_xlabel("train time (s)" if x == "time_s" else "step")
     ax.set_ylabel("validation loss")
     ax.set_title(f"{track}: validation loss (mean, band = range over seeds), best group per optimizer")
     ax.grid(alpha=0.3)
     _save(fig, path)
     return {"path": path, "n_curves": len(lines), "labels": [ln.get_label() for ln in lines], "n_bands": len(ax.collections),
-            "ylim": ax.get_ylim(), "colors": [matplotlib.colors.to_hex(ln.get_color()) for ln in lines]}
+            "ylim": ax.get_ylim(), "colors": [matplotlib.colors.to_hex(ln.get_color()) for ln in lines],
+            "styles": [ln.get_linestyle() for ln in lines]}
 
 
 def speedup_bars(table: pd.DataFrame, run_times: dict[str, list[float]], track: str, path: Path, baseline: str = "adamw") -> dict:

@@ -1,6 +1,7 @@
 """Leaderboards and plots from the records only: grouping, order, speedups, evidence and tuning
 budget in the table; what each figure draws; the README section between its markers."""
 
+import itertools
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 from conftest import load_script
 from fake_runs import fake_run, record
-from matplotlib.colors import to_hex
+from matplotlib.colors import to_hex, to_rgb
 
 from analysis import plots
 from analysis.leaderboard import (
@@ -159,6 +160,7 @@ def test_loss_curves_are_means_over_seeds_of_each_optimizers_best_group(board, t
         drawn = plots.loss_curves(curves, "tiny-cpu", 1.6, tmp_path / f"{x}.png", x)
         assert drawn["n_curves"] == 3 and drawn["n_bands"] == 3
         assert drawn["colors"] == [plots.optimizer_color(o) for o in curves]
+        assert drawn["styles"] == [plots.optimizer_style(o)["ls"] for o in curves]
         lo, hi = drawn["ylim"]
         assert lo < 1.6 < hi < 2.5  # zoomed near the target, not down from the initial loss of 5.5
 
@@ -181,6 +183,10 @@ def test_one_colour_per_optimizer_in_every_figure():
     assert shipped == sorted(shipped) and {"adamw", "muon", "sgd"} <= set(shipped)
     assert plots.optimizer_color("adamw") == to_hex(plots.COLORS[shipped.index("adamw")])  # not the order of a figure
     assert len({plots.optimizer_color(o) for o in shipped}) == len(shipped)  # distinct
+    rgb = {o: np.array(to_rgb(plots.optimizer_color(o))) for o in shipped}
+    for a, b in itertools.combinations(shipped, 2):  # lines whose colours are hard to tell apart differ in style
+        if np.linalg.norm(rgb[a] - rgb[b]) < 0.2:
+            assert plots.optimizer_style(a)["ls"] != plots.optimizer_style(b)["ls"], (a, b)
     assert plots.optimizer_color("my_opt") == plots.optimizer_color("my_opt") not in {plots.optimizer_color(o) for o in shipped}
     labels = plots.colors(["sgd", "adamw@lr=0.1", "adamw@lr=0.2"])  # robustness labels: shades of the optimizer's colour
     assert labels["sgd"] == plots.optimizer_color("sgd") and labels["adamw@lr=0.1"] != labels["adamw@lr=0.2"]
