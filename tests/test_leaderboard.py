@@ -204,7 +204,10 @@ def test_performance_profile_fractions(tmp_path):
 
 def test_performance_profile_of_one_track_is_left_out_with_the_reason(tmp_path):
     drawn = plots.performance_profile({"a": {"muon": 1.0, "adamw": 2.0}, "b": {"sgd": math.inf}}, tmp_path / "p.png")
-    assert "1 track with an entry that meets its rule" in drawn["skipped"] and not (tmp_path / "p.png").exists()
+    assert "1 track where two or more optimizers meet the rule" in drawn["skipped"] and not (tmp_path / "p.png").exists()
+    # a track where one optimizer alone meets the rule ranks nobody: AdamW would be "best" there by default
+    drawn = plots.performance_profile({"a": {"muon": 1.0, "adamw": 2.0}, "b": {"adamw": 5.0, "muon": math.inf}}, tmp_path / "p.png")
+    assert "1 track where two or more" in drawn["skipped"]
 
 
 def test_readme_section_is_replaced_between_markers(tmp_path):
@@ -231,7 +234,7 @@ def test_cli_writes_plots_markdown_and_readme(board, tmp_path, capsys):
     text = readme.read_text()
     assert "\n| 1 | muon |" in text and "\n| 3 | " not in text  # submitted groups only
     assert "(plots/tiny-cpu/train_time.png)" in text
-    assert "*performance profile: not drawn (1 track with an entry that meets its rule" in text
+    assert "*performance profile: not drawn (1 track where two or more optimizers meet the rule" in text
     assert "3 configurations with runs were never submitted (--all shows them)" in text
     assert (out / "leaderboard.md").read_text().startswith("### tiny-cpu (target val loss 1.6; rule: time)")
     assert board_cli.main(["--records-dir", str(board), "--out", str(out), "--rule", "steps"]) == 0
