@@ -163,8 +163,12 @@ def test_list_shows_tracks_and_optimizers(capsys):
 def test_ctrl_c_and_sigterm_record_interrupted(tmp_path, root, sig, code):
     """SIGINT (Ctrl-C) or SIGTERM (timeout, Slurm, torchrun) after the first progress line: the run
     stops, records 'interrupted' with its result section, exits 130 or 143."""
-    proc = subprocess.Popen(  # niced: on a busy machine this test must get to send the signal before the run ends
-        [sys.executable, "run.py", *DEBUG, "--steps", "200", "--records-dir", str(tmp_path)], preexec_fn=lambda: os.nice(19),
+    def niced_with_ctrl_c():  # niced: on a busy machine this test must get to send the signal before the run ends;
+        os.nice(19)           # Ctrl-C's default restored: a background job of a script (CI's `cmd &`) inherits SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *DEBUG, "--steps", "200", "--records-dir", str(tmp_path)], preexec_fn=niced_with_ctrl_c,
         cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     for line in proc.stdout:
