@@ -2,6 +2,8 @@
 `load_script` for the command-line scripts, which are files rather than modules of a package."""
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -26,6 +28,15 @@ def load_script(name: str) -> ModuleType:
     sys.modules[spec.name] = module  # registered first, as an import would: dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def torchrun_two_gloo(args: list[str]) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node=2 run.py ARGS` on CPU (Gloo), one thread per rank. Python's
+    faulthandler is on: a rank that aborts in C++ (seen once in CI: "terminate called without an
+    active exception", not reproduced in 45 runs since) prints where it was."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.fixture

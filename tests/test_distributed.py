@@ -8,13 +8,11 @@ input statistics all-reduced)."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import torchrun_two_gloo
 
 import run
 from analysis.records import read_table
@@ -54,12 +52,10 @@ def test_split_batch_refuses_an_uneven_split():
 @pytest.mark.parametrize("optimizer, sets", [
     ("sgd", []), ("adamw", []), ("muon", []), ("newton_muon", ["--set", "refresh_every=2"]),
 ])
-def test_two_gloo_processes_match_one_process_with_accumulation(optimizer, sets, tmp_path, root):
+def test_two_gloo_processes_match_one_process_with_accumulation(optimizer, sets, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     assert run.main([*ARGS, "--optimizer", optimizer, *sets, "--records-dir", str(one)]) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py",
-           *ARGS, "--optimizer", optimizer, *sets, "--records-dir", str(two)]
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = torchrun_two_gloo([*ARGS, "--optimizer", optimizer, *sets, "--records-dir", str(two)])
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     (world_one, single), (world_two, double) = trajectory(one), trajectory(two)

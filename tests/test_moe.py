@@ -4,12 +4,10 @@ formulas, expert banks in every Muon variant against separate matrices, the expe
 
 import dataclasses
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import torchrun_two_gloo
 
 import run
 from analysis.records import read_table
@@ -231,15 +229,13 @@ def test_new_tracks_run_three_steps_and_log_their_size(track, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer, sets", [("muon", []), ("newton_muon", ["--set", "refresh_every=2"])])
-def test_two_gloo_processes_shard_expert_banks_like_one_process(optimizer, sets, tmp_path, root):
+def test_two_gloo_processes_shard_expert_banks_like_one_process(optimizer, sets, tmp_path):
     """tiny-moe-cpu's debug model under torchrun: the banks' expert matrices are sharded across the
     2 ranks with the other matrices (Newton-Muon's per-expert statistics all-reduced), and the loss
     trajectory equals that of 1 process accumulating the same batch (up to summation order)."""
     args = ["--track", "tiny-moe-cpu", "--debug-model", "--no-compile", "--steps", "6", "--quiet", "--optimizer", optimizer, *sets]
     assert run.main([*args, "--records-dir", str(tmp_path / "one")]) == 0
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", *args,
-           "--records-dir", str(tmp_path / "two")]
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = torchrun_two_gloo([*args, "--records-dir", str(tmp_path / "two")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     losses = []
     for folder in ("one", "two"):

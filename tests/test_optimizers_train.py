@@ -5,15 +5,12 @@ Muon-family modules (paper cited, defaults typed and as documented, state sizes)
 from __future__ import annotations
 
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import LIBRARY_BASELINES
+from conftest import LIBRARY_BASELINES, torchrun_two_gloo
 
 import optimizers
 import run
@@ -55,10 +52,9 @@ def test_trains_single_process(name, tmp_path, fast_track):
 
 
 @pytest.mark.parametrize("name", [*OWN, "sfadamw"])
-def test_trains_under_torchrun_with_two_gloo_processes(name, tmp_path, root):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "run.py", "--no-compile", "--debug-model",
-           "--steps", "4", "--records-dir", str(tmp_path), "--quiet", "--optimizer", name, *EXTRA.get(name, [])]
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def test_trains_under_torchrun_with_two_gloo_processes(name, tmp_path):
+    proc = torchrun_two_gloo(["--no-compile", "--debug-model", "--steps", "4", "--records-dir", str(tmp_path), "--quiet",
+                              "--optimizer", name, *EXTRA.get(name, [])])
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = read_table(tmp_path)
     assert table.iloc[0].world_size == 2
