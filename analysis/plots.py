@@ -156,7 +156,7 @@ def loss_curves(curves: dict[str, dict], track: str, target: float, path: Path, 
     ax.legend(**({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": "small"} if outside else {}))
     ax.set_xlabel("train time (s)" if x == "time_s" else "step")
     ax.set_ylabel("validation loss")
-    ax.set_title(f"{track}: validation loss (mean, band = range over seeds), best group per optimizer")
+    ax.set_title(f"{track}: validation loss, best group per optimizer\n(mean; band = range over seeds)")
     ax.grid(alpha=0.3)
     _save(fig, path)
     return {"path": path, "n_curves": len(lines), "labels": [ln.get_label() for ln in lines], "n_bands": len(ax.collections),

@@ -56,37 +56,40 @@ TRACKS: dict[str, Track] = {
 # output projections) are kept, so a LLaMA track differs from its GPT twin in the block only.
 ARCH_LLAMA = dict(mlp="swiglu", norm_gains=True)
 # tiny-cpu's target 1.60 against its default Muon's mean final loss 1.5568 (seeds 0-2 at 400 steps, records/).
-PROVISIONAL_MARGIN = 0.043
+TARGET_MARGIN = 0.043
 
 
-def provisional_target(muon_mean: float) -> float:
-    """A provisional CPU target: the default Muon's mean final loss at the track's steps over >= 3
+def cpu_target(muon_mean: float) -> float:
+    """A CPU track's target: the default Muon's mean final loss at the track's steps over >= 3
     seeds plus tiny-cpu's own margin, rounded up to 0.01, so that Muon crosses it shortly before
-    the end of its schedule as on tiny-cpu (step 350 of 400)."""
-    return math.ceil(round((muon_mean + PROVISIONAL_MARGIN) * 100, 6)) / 100
+    the end of its schedule as on tiny-cpu (step 350 of 400). It is kept once the tuned Muon's
+    step search puts its train time at T inside tiny-cpu's 60-120 s band."""
+    return math.ceil(round((muon_mean + TARGET_MARGIN) * 100, 6)) / 100
 
 TRACKS.update({
     # tiny-cpu with the LLaMA block: same data, size (4 x 128, 4 heads), batch, cadence and budget.
-    # SwiGLU hidden width 352 = 32·ceil(2/3·512 / 32) (multiple_of 32 at this width). PROVISIONAL target
-    # (provisional_target): the default Muon's final validation losses at 400 steps, seeds 0-2, were
+    # SwiGLU hidden width 352 = 32·ceil(2/3·512 / 32) (multiple_of 32 at this width). Target
+    # (cpu_target): the default Muon's final validation losses at 400 steps, seeds 0-2, were
     # 1.5250, 1.5368, 1.5374 (mean 1.5331; 2026-12-02, OMP_NUM_THREADS=1 on a busy 2-core VM): 1.58.
     # Alone on a 2-core AMD EPYC VM (2026-12-07, both threads) the same three runs gave the same losses
     # and train times of 99.1, 87.5 and 90.9 s, each crossing 1.58 at step 350 (76.7-86.8 s): inside
     # the 60-120 s band. AdamW with tiny-cpu's rates reaches it within the budget: 1200 steps, seeds
-    # 0-2, 1.4637, 1.4607, 1.4547, crossing 1.58 at steps 825-875 (records/, 2026-12-07).
+    # 0-2, 1.4637, 1.4607, 1.4547, crossing 1.58 at steps 825-875 (records/, 2026-12-07). The tuned
+    # Muon (lr 0.02 of {0.02, 0.04}; find_steps, seeds 0-2, same VM and day) reaches it at T = 347 in
+    # 81.3 s of train time [76.2, 86.5]: inside the band, so the target is final (optimizers/tuned.toml).
     "tiny-llama-cpu": Track(
         name="tiny-llama-cpu",
-        description="Brown corpus, byte-level, 4x128 LLaMA-style (SwiGLU, RMSNorm gains), 2 CPU cores (provisional target)",
+        description="Brown corpus, byte-level, 4x128 LLaMA-style (SwiGLU, RMSNorm gains), 2 CPU cores",
         **BROWN_2CORE,
         model=ModelConfig(vocab_size=257, n_layer=4, n_head=4, n_embd=128, mlp_multiple_of=32, **ARCH_LLAMA),
-        target=provisional_target(1.5331),
+        target=cpu_target(1.5331),
         compile=True,
     ),
     # The LLaMA block with a Mixtral-style MoE MLP (Jiang et al. 2024, arXiv 2401.04088: 8 SwiGLU
     # experts, top-2, softmax router, top-2 weights renormalised) plus the Switch load-balancing loss
     # (0.01) and the ST-MoE router z-loss (0.001), on tiny-cpu's data, size, batch and cadence. Expert
     # width 176 = half the dense SwiGLU width: the two active experts cost what tiny-llama-cpu's MLP
-    # costs. PROVISIONAL target as above: the default Muon's final losses at 400 steps, seeds 0-2, were
+    # costs. Target as above: the default Muon's final losses at 400 steps, seeds 0-2, were
     # 1.4876, 1.4994, 1.4932 (mean 1.4934): 1.54. Compiled: the dropless expert loop has data-dependent
     # sizes (a graph break at each layer's per-expert split; the first 50 timed steps take ~360 ms
     # against ~325 ms later, as recompilations while the counts settle would), yet alone on a 2-core
@@ -96,14 +99,15 @@ TRACKS.update({
     # at the tiny-cpu reference machine's figure (calib_ms 242.7 against these runs' 278-332): inside
     # the 60-120 s band there, at its edge on this VM (records/archive/track-calibration). AdamW with
     # tiny-cpu's rates reaches it within the budget: 1200 steps, seeds 0-2, 1.4455, 1.4387, 1.4400,
-    # crossing 1.54 at steps 875-900 (records/, 2026-12-07).
+    # crossing 1.54 at steps 875-900 (records/, 2026-12-07). The tuned Muon (lr 0.04 of {0.02, 0.04})
+    # reaches it at T = 319 in 107.1 s [101.3, 112.8] on this VM: inside the band, the target is final.
     "tiny-moe-cpu": Track(
         name="tiny-moe-cpu",
-        description="Brown corpus, byte-level, 4x128 LLaMA-style MoE (8 experts, top-2), 2 CPU cores (provisional target)",
+        description="Brown corpus, byte-level, 4x128 LLaMA-style MoE (8 experts, top-2), 2 CPU cores",
         **BROWN_2CORE,
         model=ModelConfig(vocab_size=257, n_layer=4, n_head=4, n_embd=128, mlp_multiple_of=32, **ARCH_LLAMA,
                           moe=MoEConfig(n_experts=8, top_k=2, expert_hidden=176)),
-        target=provisional_target(1.4934),
+        target=cpu_target(1.4934),
         compile=True,
     ),
 })

@@ -71,7 +71,7 @@ def test_the_track_table_enters_by_value_so_another_tracks_edit_splits_nothing(t
     tracks = root / "nanogpt" / "tracks.py"
     before = harness_hash(root)
     assert "nanogpt/tracks.py" not in harness_files(root) and "nanogpt/config.py" in harness_files(root)
-    tracks.write_text(tracks.read_text().replace("target=provisional_target(1.5331)", "target=1.57"))
+    tracks.write_text(tracks.read_text().replace("target=cpu_target(1.5331)", "target=1.57"))
     assert "target=1.57" in tracks.read_text() and harness_hash(root) == before
     (root / "nanogpt" / "config.py").write_text((root / "nanogpt" / "config.py").read_text() + "\n# an edit\n")
     assert harness_hash(root) != before

@@ -13,7 +13,7 @@ import run
 from analysis.records import read_table
 from nanogpt.model import GPT, MoE, RoutedInput, activate
 from nanogpt.runlog import expert_load_line, parse_expert_loads, parse_log
-from nanogpt.tracks import ModelConfig, MoEConfig, get_track, provisional_target
+from nanogpt.tracks import ModelConfig, MoEConfig, cpu_target, get_track
 from optimizers import mona, muon, muon2, muon2f, newton_muon, normuon
 
 MOE = MoEConfig(n_experts=4, top_k=2, expert_hidden=12, aux_loss_coef=0.1, z_loss_coef=0.01)
@@ -246,7 +246,7 @@ def test_two_gloo_processes_shard_expert_banks_like_one_process(optimizer, sets,
     assert max(abs(a - b) for a, b in zip(*losses)) <= 2e-4, losses
 
 
-def test_provisional_targets_follow_tiny_cpus_margin():
+def test_cpu_targets_follow_tiny_cpus_margin():
     """The rule gives tiny-cpu's own target from its default Muon's mean, and the new tracks' from theirs."""
-    assert provisional_target(1.5568) == get_track("tiny-cpu").target == 1.60
+    assert cpu_target(1.5568) == get_track("tiny-cpu").target == 1.60
     assert (get_track("tiny-llama-cpu").target, get_track("tiny-moe-cpu").target) == (1.58, 1.54)
