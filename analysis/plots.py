@@ -45,6 +45,11 @@ def optimizer_color(name: str) -> str:
     return matplotlib.colors.to_hex(EXTRA[zlib.crc32(name.encode()) % len(EXTRA)])
 
 
+# A legend of more entries than this sits beside the axes (the figure made wider), not over the lines.
+LONG_LEGEND = 6
+BESIDE_AXES = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": "small"}
+
+
 def optimizer_style(name: str) -> dict:
     """Colour, line style and marker of an optimizer's line: the colours past the default cycle's
     ten may come close to its hues, so those lines, and any optimizer not shipped, are dashed with
@@ -59,6 +64,11 @@ def _save(fig, path: Path, dpi: int = 120) -> Path:
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def legend_beside(ax) -> bool:
+    """Whether the drawn legend lies wholly right of the axes (measured on the saved layout)."""
+    return ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
 
 
 def skipped(path: Path, why: str) -> dict:
@@ -137,7 +147,7 @@ def loss_curves(curves: dict[str, dict], track: str, target: float, path: Path, 
     if not any(np.any(c["mean"] <= target) for c in curves.values()):
         lowest = min(float(np.min(c["mean"])) for c in curves.values())
         return skipped(path, f"no mean curve reaches the target {target} (lowest {lowest:.4f}): only tails far above it")
-    outside = len(curves) > 6  # a long legend beside the axes, not over the curves
+    outside = len(curves) > LONG_LEGEND
     fig, ax = plt.subplots(figsize=(10.5 if outside else 8, 5))
     lines = []
     low = min(min(float(np.min(c["lo"])), target) for c in curves.values())
@@ -153,7 +163,7 @@ def loss_curves(curves: dict[str, dict], track: str, target: float, path: Path, 
     inside = [c[x][np.argmax(c["mean"] <= high)] for c in curves.values() if np.any(c["mean"] <= high)]
     if inside:
         ax.set_xlim(left=0.9 * min(inside))
-    ax.legend(**({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": "small"} if outside else {}))
+    ax.legend(**(BESIDE_AXES if outside else {}))
     ax.set_xlabel("train time (s)" if x == "time_s" else "step")
     ax.set_ylabel("validation loss")
     ax.set_title(f"{track}: validation loss, best group per optimizer\n(mean; band = range over seeds)")
@@ -161,7 +171,7 @@ def loss_curves(curves: dict[str, dict], track: str, target: float, path: Path, 
     _save(fig, path)
     return {"path": path, "n_curves": len(lines), "labels": [ln.get_label() for ln in lines], "n_bands": len(ax.collections),
             "ylim": ax.get_ylim(), "colors": [matplotlib.colors.to_hex(ln.get_color()) for ln in lines],
-            "styles": [ln.get_linestyle() for ln in lines]}
+            "styles": [ln.get_linestyle() for ln in lines], "legend_beside": legend_beside(ax)}
 
 
 def speedup_bars(table: pd.DataFrame, run_times: dict[str, list[float]], track: str, path: Path, baseline: str = "adamw") -> dict:
@@ -270,7 +280,8 @@ def performance_profile(best_scores: dict[str, dict[str, float]], path: Path) ->
     finite_r = [r for rs in ratios.values() for r in rs if math.isfinite(r)]
     tau_max = max(2.0, 1.1 * max(finite_r, default=1.0))
     taus = np.linspace(1.0, tau_max, 400)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    outside = len(optimizers) > LONG_LEGEND
+    fig, ax = plt.subplots(figsize=(9.5 if outside else 7, 4.5))
     profiles = {}
     for i, o in enumerate(optimizers):
         rho = np.array([np.mean([r <= tau for r in ratios[o]]) for tau in taus])
@@ -281,9 +292,10 @@ def performance_profile(best_scores: dict[str, dict[str, float]], path: Path) ->
     ax.set_ylabel("fraction of tracks within τ")
     ax.set_title(f"performance profile over {len(tracks)} tracks")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(**(BESIDE_AXES if outside else {}))
     _save(fig, path)
-    return {"path": path, "n_lines": len(ax.get_lines()), "ratios": ratios, "taus": taus, "profiles": profiles}
+    return {"path": path, "n_lines": len(ax.get_lines()), "ratios": ratios, "taus": taus, "profiles": profiles,
+            "legend_beside": legend_beside(ax)}
 
 
 # ---- robustness (scripts/robustness.py) ----------------------------------------------------------

@@ -160,7 +160,7 @@ def test_loss_curves_are_means_over_seeds_of_each_optimizers_best_group(board, t
         drawn = plots.loss_curves(curves, "tiny-cpu", 1.6, tmp_path / f"{x}.png", x)
         assert drawn["n_curves"] == 3 and drawn["n_bands"] == 3
         assert drawn["colors"] == [plots.optimizer_color(o) for o in curves]
-        assert drawn["styles"] == [plots.optimizer_style(o)["ls"] for o in curves]
+        assert drawn["styles"] == [plots.optimizer_style(o)["ls"] for o in curves] and not drawn["legend_beside"]
         lo, hi = drawn["ylim"]
         assert lo < 1.6 < hi < 2.5  # zoomed near the target, not down from the initial loss of 5.5
 
@@ -200,6 +200,13 @@ def test_performance_profile_fractions(tmp_path):
     at = {t: int(np.searchsorted(taus, t)) for t in (1.0, 1.6, 2.0)}
     assert (prof["muon"][at[1.0]], prof["muon"][at[1.6]], prof["adamw"][at[1.6]], prof["adamw"][at[2.0]]) == (0.5, 1.0, 0.5, 1.0)
     assert not prof["sgd"].any() and drawn["n_lines"] == 3
+    assert not drawn["legend_beside"]  # three entries: inside the axes
+
+
+def test_a_long_profile_legend_sits_beside_the_axes(tmp_path):
+    names = plots.SHIPPED[:8]
+    drawn = plots.performance_profile({t: {o: 1.0 + i for i, o in enumerate(names)} for t in ("a", "b")}, tmp_path / "p.png")
+    assert drawn["n_lines"] == 8 and drawn["legend_beside"]
 
 
 def test_performance_profile_of_one_track_is_left_out_with_the_reason(tmp_path):
