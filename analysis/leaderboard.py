@@ -81,25 +81,40 @@ def found_group(search: dict) -> str | None:
     return None
 
 
+def tuned_setting(values: dict) -> tuple:
+    """A setting (analysis.submissions.setting) less its schedule length: what one tuning effort
+    chooses, since a grid picks the hyperparameters at the track's steps and a step search from its
+    winner then picks T."""
+    track, hardware, optimizer, hparams, world_size = setting(values)
+    hp = {k: v for k, v in json.loads(hparams).items() if k != "steps"}
+    return track, hardware, optimizer, json.dumps(hp, sort_keys=True), world_size
+
+
 def tuning_budgets(sweeps: list[dict], table: pd.DataFrame) -> dict[tuple, dict]:
-    """Per setting (analysis.submissions.setting), the summed budget of the searches that led to it
-    (found_group), so that an entry re-timed under a newer harness keeps the budget that found its
-    hyperparameters (a resumed search appears several times under one sweep_id: only its latest
-    entry counts)."""
-    settings = {r["group"]: setting(r) for r in table.drop_duplicates("group").to_dict("records")} if len(table) else {}
+    """Per tuned setting, the searches that led to it (found_group): their distinct trials and
+    distinct runs, each counted once (a step search reuses its grid's runs; a resumed search appears
+    several times under one sweep_id: only its latest entry counts), so that an entry at the T a step
+    search found counts the grid that chose its hyperparameters, and an entry re-timed under a newer
+    harness keeps the budget that found them."""
+    if table.empty:
+        return {}
+    tuned = {r["group"]: tuned_setting(r) for r in table.drop_duplicates("group").to_dict("records")}
+    runs = table.drop_duplicates("run_id").set_index("run_id")
+    device_s = runs["train_time_s"].astype(float) * runs["world_size"].astype(int)
     latest: dict[str, dict] = {}
     for s in sweeps:
         latest[s["sweep_id"]] = s
-    budgets: dict[tuple, dict] = {}
+    trials: dict[tuple, set[str]] = {}
+    run_ids: dict[tuple, set[str]] = {}
     for s in latest.values():
-        group = found_group(s)
-        if group not in settings:
+        key = tuned.get(found_group(s))
+        if key is None:
             continue
-        b = budgets.setdefault(settings[group], {"trials": 0, "runs": 0, "device_s": 0.0})
-        b["trials"] += s["budget"]["trials"]
-        b["runs"] += s["budget"]["runs"]
-        b["device_s"] += s["budget"]["device_s"]
-    return budgets
+        for t in s["trials"]:
+            trials.setdefault(key, set()).add(t["group"])
+            run_ids.setdefault(key, set()).update(t["run_ids"])
+    return {key: {"trials": len(trials[key]), "runs": len(ids), "device_s": float(device_s.reindex(sorted(ids)).sum())}
+            for key, ids in run_ids.items()}
 
 
 def group_runs(records: Records, track: str, include_unsubmitted: bool,
@@ -154,7 +169,7 @@ def leaderboard(records: Records, track: str, include_unsubmitted: bool = True, 
         ok = runs[runs["status"] == "ok"]
         train_lo, train_hi = a["train"].ci_t
         loss_lo, loss_hi = a["loss"].ci_t
-        budget = budgets.get(setting(first), {})
+        budget = budgets.get(tuned_setting(first), {})
         rows.append({
             "group": first["group"], "optimizer": first["optimizer"], "hardware": first["hardware"], "hparams": first["hparams"],
             "device": first["device"] if runs["device"].nunique() == 1 else "mixed devices",
@@ -291,10 +306,11 @@ def to_markdown(table: pd.DataFrame, track: str, target: float | None = None, no
         "over all the entry's runs, a run that missed counting as infinite (∞ when half or more missed). vs AdamW / vs Muon: "
         "the baseline's number divided by this entry's, the baseline being the best-ranked entry of that optimizer that "
         "meets the rule on the same hardware class" + (" and device" if time_rule else "") + ". Tuning: the searches "
-        "(scripts/sweep.py, scripts/find_steps.py) whose winner has these hyperparameters, or, for a step search that no "
-        "schedule up to the budget passed, whose longest probe has them (a re-timed entry keeps them): "
-        "trials · runs · device-seconds of training. Runs timed on a busy machine (contended: see the README's timing "
-        "rules) count only when the submission accepted them, which the cell then says."
+        "(scripts/sweep.py, scripts/find_steps.py) whose winner has these hyperparameters at any T (the grid "
+        "that chose them and the step search that chose T), or, for a step search that no schedule up to the budget "
+        "passed, whose longest probe has them (a re-timed entry keeps them): distinct trials · distinct runs (a run "
+        "reused by a later search counts once) · device-seconds of training. Runs timed on a busy machine (contended: "
+        "see the README's timing rules) count only when the submission accepted them, which the cell then says."
         + (f" Normalised train time: each run's time × the reference machine's figure / the run's own (calib_ms), the "
            f"reference being {REFERENCE_MACHINES[track]['machine']}; a reading aid across machines, not the record."
            if normalised else "")

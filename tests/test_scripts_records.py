@@ -638,3 +638,22 @@ def test_a_step_search_that_misses_at_the_budget_counts_for_the_budgets_schedule
                         "--collect-only"]) == 1  # recorded as a miss
     (row,) = leaderboard(load_records(tmp_path), "tiny-cpu", include_unsubmitted=False).itertuples()
     assert not row.evidence and (row.tuning_trials, row.tuning_runs) == (1, 3)
+
+
+def test_an_entry_at_the_step_searchs_T_counts_the_grid_that_chose_its_hyperparameters_once(tmp_path):
+    """A grid at 40 steps, then a step search from its winner (reusing the grid's seed-0 run at 40
+    steps), then the submission at the T found: the entry's tuning budget is both searches, each
+    distinct trial and run counted once."""
+    common = ["--records-dir", str(tmp_path), "--optimizer", "muon"]
+    assert sweep.main([*common, "--steps", "40", "--grid", "lr=0.01,0.02", "--seeds", "0"], Counting()) == 0
+    (grid,) = read_entries(sweeps_path(tmp_path), ("sweep", "steps"))
+    lr = grid["winner"]["overrides"]["lr"]
+    searched = Counting()
+    assert find_steps.main([*common, "--set", f"lr={lr}", "--seeds", "0-2", "--start", "40", "--growth", "1.25"], searched) == 0
+    _, steps = read_entries(sweeps_path(tmp_path), ("sweep", "steps"))
+    T = steps["winner"]["overrides"]["steps"]
+    assert submit.main([*common, "--set", f"lr={lr}", "--steps", T, "--seeds", "0-2", "--collect-only"]) == 0
+    (row,) = leaderboard(load_records(tmp_path), "tiny-cpu", include_unsubmitted=False).itertuples()
+    assert int(T) < 40 and searched.calls == steps["budget"]["runs"] - 1  # the grid's run at 40 steps was reused
+    assert (row.tuning_trials, row.tuning_runs) == (2 + steps["budget"]["trials"] - 1, 2 + steps["budget"]["runs"] - 1)
+    assert row.tuning_device_s == pytest.approx(read_table(tmp_path)["train_time_s"].sum())  # every run, once
