@@ -71,6 +71,14 @@ def legend_beside(ax) -> bool:
     return ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
 
 
+def outside_figure(fig, **texts) -> list[str]:
+    """The names of the given text artists that reach past the figure's edges (measured on the saved
+    layout): what a reader of the PNG would see cut off."""
+    box = fig.bbox
+    return [name for name, t in texts.items() if t.get_text() and not (
+        box.x0 <= t.get_window_extent().x0 and t.get_window_extent().x1 <= box.x1)]
+
+
 def skipped(path: Path, why: str) -> dict:
     """A figure left out because it would say nothing: no PNG (a stale one is removed), the reason."""
     Path(path).unlink(missing_ok=True)
@@ -234,7 +242,7 @@ def speedup_matched_loss(result: dict, track: str, path: Path) -> dict:
     left.set_xscale("log")
     left.set_xlabel("token budget D (each run a full schedule)")
     left.set_ylabel("final validation loss")
-    left.set_title("AdamW's loss vs budget; optimizers at theirs (→ AdamW's budget for the same loss)", fontsize=9)
+    left_title = left.set_title("AdamW's loss vs budget; optimizers at theirs (→ AdamW's budget for the same loss)", fontsize=9, loc="left")
     left.grid(alpha=0.3, which="both")
     left.legend(fontsize=7)
     y = np.arange(len(rows))
@@ -248,8 +256,10 @@ def speedup_matched_loss(result: dict, track: str, path: Path) -> dict:
     right.set_yticks(y, [f"{r.optimizer} · {r.config} (n={r.n})" + ("" if r.relation == "=" else f" ({r.relation} bound)")
                          for r in rows.itertuples()])
     right.invert_yaxis()
-    right.set_xlabel("speedup: AdamW's tokens for the same final loss / this entry's")
-    right.set_title(f"{track}: speedup over AdamW at matched loss, 95% bootstrap band", fontsize=9)
+    # Titles and label aligned to the outer edges: long row labels narrow both axes, and a centred
+    # text wider than its axes would run past the figure's edge.
+    right.set_xlabel("speedup: AdamW's tokens for the same final loss / this entry's", loc="right")
+    title = right.set_title(f"{track}: speedup over AdamW at matched loss, 95% bootstrap band", fontsize=9, loc="right")
     right.grid(axis="x", alpha=0.3)
     _save(fig, path)
     bands = [tuple(c.lines[2][0].get_segments()[0][:, 0]) if c.lines[2] and np.ptp(c.lines[2][0].get_segments()[0][:, 0]) > 0
@@ -257,7 +267,8 @@ def speedup_matched_loss(result: dict, track: str, path: Path) -> dict:
     return {"path": path, "labels": [t.get_text() for t in right.get_yticklabels()],
             "points": [float(c.lines[0].get_xdata()[0]) for c in drawn], "markers": [c.lines[0].get_marker() for c in drawn],
             "colors": [matplotlib.colors.to_hex(c.lines[0].get_color()) for c in drawn], "bands": bands,
-            "n_arrows": len(left.texts)}
+            "n_arrows": len(left.texts),
+            "cut_off": outside_figure(fig, title=title, xlabel=right.xaxis.label, left_title=left_title)}
 
 
 def performance_profile(best_scores: dict[str, dict[str, float]], path: Path) -> dict:

@@ -192,3 +192,15 @@ def test_cli_writes_the_speedup_table_and_figure(tmp_path):
     text = readme.read_text()
     assert "(plots/tiny-cpu/speedup_matched_loss.png)" in text
     assert "| muon | " in text.split("#### tiny-cpu: speedup over adamw at matched final loss")[1]
+
+
+def test_long_row_labels_leave_the_right_panels_title_and_axis_label_inside_the_figure(tmp_path):
+    """A long configuration label narrows the right panel; its title and x-label, wider than the
+    narrowed axes, must still end inside the saved figure (centred, they ran past its right edge)."""
+    runs = {("adamw", 20): spread(2.0, 0.02), ("adamw", 80): spread(1.8, 0.02), ("muon", 20): spread(1.9, 0.02)}
+    records, table = make(tmp_path, runs)
+    result = speedup.speedups(records, "tiny-cpu", table)
+    result["rows"]["config"] = "lr=0.04, beta_a=0.975, alpha=20, ns_steps=5, weight_decay=0.1, momentum=0.95"
+    drawn = plots.speedup_matched_loss(result, "tiny-moe-cpu", tmp_path / "s.png")
+    assert drawn["labels"][0].startswith("muon · lr=0.04, beta_a=0.975")
+    assert drawn["cut_off"] == []
