@@ -32,7 +32,7 @@ from nanogpt.cli import add_config_arguments, spec_from_args
 from nanogpt.contention import machine_figure
 from nanogpt.data import TokenStream, split_batch, train_sampler, validation_sequences
 from nanogpt.errors import UserError, entry_point, interrupt_on_sigterm, interrupted_exit_code
-from nanogpt.model import GPT
+from nanogpt.model import GPT, compiled
 from nanogpt.optim import build_optimizers, default_hparams, load_optimizer
 from nanogpt.recording import Recording, check_records_dir
 from nanogpt.runlog import eval_line, expert_load_line, train_line
@@ -147,7 +147,7 @@ def train(args: argparse.Namespace) -> int:
     model = GPT(track.model).to(ctx.device)
     micro, accum = split_batch(track.batch_size, ctx.world_size, track.micro_batch_size)
     # As the records: DistributedDataParallel around the compiled model (no wrapper in one process).
-    w = Workload(model, torch.compile(model) if track.compile else model, ctx, micro, accum, track.dtype)
+    w = Workload(model, compiled(model) if track.compile else model, ctx, micro, accum, track.dtype)
 
     # ---- untimed warmup (compilation, allocator), then a full reset; the machine figure ---------
     opts = warmup_and_reset(w, lambda: build_optimizers(opt_spec, model, hp), sampler.next_global_batch, sampler.reset,

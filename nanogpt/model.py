@@ -150,6 +150,12 @@ class MLP(nn.Module):
         return self.c_proj(activate(self.act, self.c_fc(x), None if self.c_up is None else self.c_up(x)))
 
 
+def expert_counts(experts: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """Assignments per expert; unlike bincount its shape never depends on the data (no graph break)."""
+    flat = experts.flatten()
+    return torch.zeros(n_experts, dtype=torch.long, device=flat.device).index_add_(0, flat, torch.ones_like(flat))
+
+
 class RoutedInput(nn.Module):
     """The identity on the tokens routed to one expert, called as (z, expert): a hook point, so that
     forward pre-hooks (Newton-Muon's input statistics) see each expert's own inputs."""
@@ -203,7 +209,7 @@ class MoE(nn.Module):
         weights, experts = scores.topk(m.top_k, dim=-1)
         weights = weights / weights.sum(-1, keepdim=True)
         probs = scores if m.router == "softmax" else scores / scores.sum(-1, keepdim=True)
-        frac = torch.bincount(experts.flatten(), minlength=m.n_experts).float() / experts.numel()
+        frac = expert_counts(experts, m.n_experts).float() / experts.numel()
         balance = m.n_experts * (frac * probs.mean(0)).sum()
         z = torch.logsumexp(logits, dim=-1).square().mean()
         return weights, experts, m.aux_loss_coef * balance + m.z_loss_coef * z
@@ -216,21 +222,22 @@ class MoE(nn.Module):
         weights, experts, self.aux_loss = self.route(x)
         flat = experts.flatten()
         order = flat.argsort(stable=True)
-        counts = torch.bincount(flat, minlength=self.cfg.n_experts)
+        counts = expert_counts(flat, self.cfg.n_experts)
         if not torch.is_grad_enabled():
             self.load += counts
-        tokens, slots = order // self.cfg.top_k, order
+        # Compiled (`compiled`), the counts are unbacked sizes and nothing branches on one, so one graph
+        # serves every routing pattern; an idle expert computes on an empty split.
+        sizes = counts.tolist()
+        for n in sizes:
+            torch._check(n >= 0)
+        torch._check(sum(sizes) == flat.numel())
         out = torch.zeros_like(x)
-        start = 0
-        for e, n in enumerate(counts.tolist()):
-            if n == 0:
-                continue
-            idx, slot = tokens[start : start + n], slots[start : start + n]
-            start += n
+        parts = zip((order // self.cfg.top_k).split(sizes), weights.flatten()[order, None].split(sizes))
+        for e, (idx, gate) in enumerate(parts):
             z = self.fc_input(x[idx], e)
             h = activate(self.act, z @ self.fc[e].mT, None if self.up is None else z @ self.up[e].mT)
             y = self.proj_input(h, e) @ self.proj[e].mT
-            out.index_add_(0, idx, y * weights.flatten()[slot, None].to(y.dtype))
+            out.index_add_(0, idx, y * gate.to(y.dtype))
         if self.shared is not None:
             out = out + self.shared(x)
         return out.view(shape)
@@ -389,3 +396,14 @@ class GPT(nn.Module):
         """Per MoE layer, the tokens routed to each expert by evaluation passes since the last call
         (the counters are reset); empty for a dense model."""
         return [block.mlp.take_load() for block in self.blocks if isinstance(block.mlp, MoE)]
+
+
+def compiled(model: GPT, **options) -> nn.Module:
+    """torch.compile of the model, with scalars read from tensors (the MoE's per-expert token counts)
+    traced as unbacked sizes. Without that, the counts' .tolist() breaks the graph and the resumed
+    frame is specialised to each routing pattern with an idle or single-token expert: recompilations
+    inside the timed steps, up to dynamo's recompile limit, then eager frames. With it, one graph serves
+    every pattern. A dense model reads no scalar, so its graph is unchanged. `options` go to
+    torch.compile (the tests ask for fullgraph)."""
+    torch._dynamo.config.capture_scalar_outputs = True
+    return torch.compile(model, **options)

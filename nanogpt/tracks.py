@@ -90,9 +90,9 @@ TRACKS.update({
     # (0.01) and the ST-MoE router z-loss (0.001), on tiny-cpu's data, size, batch and cadence. Expert
     # width 176 = half the dense SwiGLU width: the two active experts cost what tiny-llama-cpu's MLP
     # costs. Target as above: the default Muon's final losses at 400 steps, seeds 0-2, were
-    # 1.4876, 1.4994, 1.4932 (mean 1.4934): 1.54. Compiled: the dropless expert loop has data-dependent
-    # sizes (a graph break at each layer's per-expert split; the first 50 timed steps take ~360 ms
-    # against ~325 ms later, as recompilations while the counts settle would), yet alone on a 2-core
+    # 1.4876, 1.4994, 1.4932 (mean 1.4934): 1.54. Compiled (these calibration runs predate the one-graph
+    # MoE of model.compiled: the expert loop then broke the graph and recompiled per routing pattern,
+    # the first 50 timed steps taking ~360 ms against ~325 ms later; benchmarks/README.md), alone on a 2-core
     # AMD EPYC VM (2026-12-07) the default Muon's 400 steps, seeds 0-2, took 132.1, 140.0, 135.1 s
     # compiled against 146.0, 157.4, 154.4 s eager (losses 1.4887, 1.5001, 1.4939 and 1.4882, 1.4967,
     # 1.4912: the target stays 1.54). Compiled, the runs cross 1.54 at step 350 in 115-122 s, 84-104 s
@@ -267,8 +267,9 @@ TRACKS.update({
 # (GPT.flops_per_token), at an assumed 25 % of an H100's 989 TFLOP/s (small per-expert matmuls,
 # gathers) about 0.2 s per step, so 3000 steps are ~10 minutes. The target 3.90 is gpt2-1gpu's
 # provisional one (a model with more parameters at the same tokens should reach it); both must be
-# calibrated on an H100 with >= 3 Muon seeds. Uncompiled (the expert loop breaks the graph): whether
-# inductor pays on a GPU, as it does on tiny-moe-cpu's CPU (about 11 %), is for that calibration.
+# calibrated on an H100 with >= 3 Muon seeds. Uncompiled: the expert loop unrolls into 64 experts'
+# matmuls per layer in one graph (model.compiled); whether inductor pays on a GPU, as it does on
+# tiny-moe-cpu's CPU, is for that calibration.
 TRACKS["moe-1gpu"] = Track(
     name="moe-1gpu",
     description="FineWeb10B, GPT-2 tokens, 8x512 OLMoE-style MoE (64 experts, top-8), 1xH100 (provisional)",

@@ -97,6 +97,8 @@ class NewtonMuon(MatrixOptimizer):
     def _collect(self, module: torch.nn.Module, args: tuple) -> None:
         blocks = self.sources[module][1]
         z = args[0].detach().float().reshape(-1, args[0].size(-1))
+        if not len(z):  # an expert this micro-batch routed no token to: no statistic, as if it never ran
+            return
         z = z.unflatten(-1, (blocks, -1)).transpose(0, 1)  # (blocks, N, d)
         s = z.mT @ z / z.size(1)
         shape = self._stat_shape(module)

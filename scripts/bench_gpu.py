@@ -41,7 +41,7 @@ from analysis.records import read_table
 from analysis.stats import fmt
 from nanogpt.distributed import device_name, sync
 from nanogpt.errors import UserError, entry_point
-from nanogpt.model import GPT
+from nanogpt.model import GPT, compiled
 from nanogpt.optim import build_optimizers, default_hparams, load_optimizer
 from nanogpt.runlog import parse_log
 from nanogpt.runspec import resolve
@@ -105,7 +105,7 @@ class SpeedBench:
         torch.manual_seed(seed)
         self.model = GPT(track.model).to(device)
         self.initial = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.fast = torch.compile(self.model) if compile_model else self.model
+        self.fast = compiled(self.model) if compile_model else self.model
         gen = torch.Generator(device="cpu").manual_seed(seed)
         seqs = torch.randint(0, 50257 if track.tokenizer == "gpt2" else 256, (self.accum, track.micro_batch_size, track.seq_len + 1),
                              generator=gen)

@@ -11,7 +11,7 @@ from conftest import torchrun_two_gloo
 
 import run
 from analysis.records import read_table
-from nanogpt.model import GPT, MoE, RoutedInput, activate
+from nanogpt.model import GPT, MoE, RoutedInput, activate, compiled
 from nanogpt.runlog import expert_load_line, parse_expert_loads, parse_log
 from nanogpt.tracks import ModelConfig, MoEConfig, cpu_target, get_track
 from optimizers import mona, muon, muon2, muon2f, newton_muon, normuon
@@ -177,7 +177,7 @@ def _initial() -> list[torch.Tensor]:
 
 def test_newton_muon_keeps_each_experts_statistics_from_its_routed_tokens():
     """K of expert e after one refresh is lerp(K_INIT·I, Zₑᵀ Zₑ / Nₑ, 1 - beta); an expert without
-    tokens keeps K⁻¹ = I."""
+    tokens (called with an empty slice, as the model calls it) keeps K⁻¹ = I."""
     bank = torch.nn.Parameter(torch.randn(E, 5, 4))
     tap = RoutedInput(E)
     opt = newton_muon.NewtonMuon([bank], inputs={bank: (tap, 1)}, refresh_every=1, newton_beta=0.9)
@@ -185,6 +185,7 @@ def test_newton_muon_keeps_each_experts_statistics_from_its_routed_tokens():
     zs = [torch.randn(6, 4), torch.randn(2, 4)]
     for e, z in enumerate(zs):
         tap(z, e)
+    tap(torch.empty(0, 4), 2)  # the model's call for an expert no token was routed to
     bank.grad = torch.randn_like(bank)
     opt.step()
     state = opt.state[bank]
@@ -192,6 +193,34 @@ def test_newton_muon_keeps_each_experts_statistics_from_its_routed_tokens():
         torch.testing.assert_close(state["K"][e, 0], 0.9 * 1e-3 * torch.eye(4) + 0.1 * z.T @ z / len(z))
     assert state["refreshes"].tolist() == [1, 1, 0]
     assert torch.equal(state["K_inv"][2, 0], torch.eye(4))
+
+
+def test_compiled_moe_traces_one_graph_for_every_routing_pattern():
+    """Compiled as the harness compiles (model.compiled, inductor), forward and backward are one
+    graph (fullgraph: no break) traced once: routing patterns with idle and single-token experts
+    reuse it (a recompilation would land in the timed steps) and give the eager outputs and gradients."""
+    layer = _layer(CFG)
+    fast = compiled(layer, fullgraph=True)
+    x = torch.randn(1, 3, 16)  # 3 tokens x top-2 over 4 experts: counts of 0, 1, 2 and 3
+    patterns = set()
+
+    def check(seed: int) -> None:
+        with torch.no_grad():
+            layer.router.weight.copy_(torch.randn(4, 16, generator=torch.Generator().manual_seed(seed)))
+        patterns.add(tuple(torch.bincount(layer.route(x.reshape(-1, 16))[1].flatten(), minlength=4).tolist()))
+        results = []
+        for module in (layer, fast):
+            layer.zero_grad()
+            out = module(x)
+            (out.square().sum() + layer.aux_loss).backward()
+            results.append((out.detach(), [p.grad.clone() for p in layer.parameters()]))
+        torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-6)
+
+    check(0)  # compiles
+    with torch._dynamo.config.patch(error_on_recompile=True):  # from here, any new graph fails the test
+        for seed in range(1, 8):
+            check(seed)
+    assert len(patterns) >= 4 and any(0 in p for p in patterns) and any(1 in p for p in patterns), patterns
 
 
 def test_a_bank_that_does_not_match_its_routed_input_is_refused():
